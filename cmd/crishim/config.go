@@ -1,0 +1,187 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/crishim/crishim/shim"
+)
+
+// DefaultConfigPath is read when --config is not given; it may be absent.
+const DefaultConfigPath = "/etc/crishim/config.yaml"
+
+// Config is crishim's configuration file (configs/crishim.yaml documents
+// every key).
+type Config struct {
+	Listen              ListenConfig       `json:"listen"`
+	RuntimeEndpoint     string             `json:"runtimeEndpoint"`
+	ImageEndpoint       string             `json:"imageEndpoint,omitempty"`
+	MaxMessageSize      *resource.Quantity `json:"maxMessageSize,omitempty"`
+	ShutdownGracePeriod *metav1.Duration   `json:"shutdownGracePeriod,omitempty"`
+	Log                 LogConfig          `json:"log"`
+	Metrics             MetricsConfig      `json:"metrics"`
+}
+
+// ListenConfig is the socket crishim serves the kubelet on.
+type ListenConfig struct {
+	Path string `json:"path"`
+	// Mode is the socket's permission bits in octal, as a string ("0660").
+	Mode string `json:"mode,omitempty"`
+}
+
+// LogConfig selects the log level and format.
+type LogConfig struct {
+	Level  string `json:"level,omitempty"`
+	Format string `json:"format,omitempty"`
+}
+
+// MetricsConfig is the HTTP listener for /metrics, /healthz and /readyz.
+type MetricsConfig struct {
+	// Address is HOST:PORT; empty disables the listener.
+	Address *string `json:"address,omitempty"`
+}
+
+// minMessageSize is what the kubelet and containerd exchange; a lower limit
+// would break calls that work without crishim.
+const minMessageSize = shim.DefaultMaxMessageSize
+
+// defaultConfig returns the configuration used for keys a file leaves out.
+func defaultConfig() *Config {
+	addr := "127.0.0.1:9810"
+	return &Config{
+		Listen:              ListenConfig{Path: shim.DefaultListenPath, Mode: "0660"},
+		RuntimeEndpoint:     shim.DefaultRuntimeEndpoint,
+		MaxMessageSize:      resource.NewQuantity(shim.DefaultMaxMessageSize, resource.BinarySI),
+		ShutdownGracePeriod: &metav1.Duration{Duration: shim.DefaultShutdownGracePeriod},
+		Log:                 LogConfig{Level: "info", Format: "text"},
+		Metrics:             MetricsConfig{Address: &addr},
+	}
+}
+
+// loadConfig reads path over the defaults. Unknown keys and wrong types are
+// errors naming the file and the key. A missing file is an error unless
+// optional is set (the default path may be absent).
+func loadConfig(path string, optional bool) (*Config, error) {
+	cfg := defaultConfig()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && optional {
+		return cfg, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
+		return nil, fmt.Errorf("config %s: %s", path, cleanYAMLError(err))
+	}
+	return cfg, nil
+}
+
+// cleanYAMLError drops the JSON-decoder preamble sigs.k8s.io/yaml adds, which
+// says nothing to someone editing a YAML file.
+func cleanYAMLError(err error) string {
+	msg := err.Error()
+	for _, p := range []string{"error unmarshaling JSON: while decoding JSON: ", "error unmarshaling JSON: ", "error converting YAML to JSON: ", "json: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	return msg
+}
+
+// validate returns every problem of cfg, each naming its key.
+func (c *Config) validate() []string {
+	var problems []string
+	add := func(key, format string, args ...any) {
+		problems = append(problems, key+": "+fmt.Sprintf(format, args...))
+	}
+	if c.Listen.Path == "" {
+		add("listen.path", "must be set")
+	} else if !strings.HasPrefix(c.Listen.Path, "/") {
+		add("listen.path", "%q must be an absolute path", c.Listen.Path)
+	} else if len(c.Listen.Path) > 107 {
+		add("listen.path", "%q is %d bytes, over the 107-byte unix socket limit", c.Listen.Path, len(c.Listen.Path))
+	}
+	if _, err := c.socketMode(); err != nil {
+		add("listen.mode", "%v", err)
+	}
+	if _, err := shim.ParseEndpoint(c.RuntimeEndpoint); err != nil {
+		add("runtimeEndpoint", "%v", err)
+	}
+	if c.ImageEndpoint != "" {
+		if _, err := shim.ParseEndpoint(c.ImageEndpoint); err != nil {
+			add("imageEndpoint", "%v", err)
+		}
+	}
+	if p, err := shim.ParseEndpoint(c.RuntimeEndpoint); err == nil && p == c.Listen.Path {
+		add("runtimeEndpoint", "is crishim's own listen socket %q: point it at the real runtime", p)
+	}
+	if c.MaxMessageSize != nil && c.MaxMessageSize.Value() < minMessageSize {
+		add("maxMessageSize", "%s is below 16Mi, the size the kubelet and containerd exchange", c.MaxMessageSize.String())
+	}
+	if c.MaxMessageSize != nil && c.MaxMessageSize.Value() > 1<<30 {
+		add("maxMessageSize", "%s is above 1Gi", c.MaxMessageSize.String())
+	}
+	if c.ShutdownGracePeriod != nil && c.ShutdownGracePeriod.Duration < 0 {
+		add("shutdownGracePeriod", "%s must not be negative", c.ShutdownGracePeriod.Duration)
+	}
+	if _, err := logrus.ParseLevel(c.Log.Level); err != nil {
+		add("log.level", "%q is not one of panic, fatal, error, warn, info, debug, trace", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		add("log.format", "%q is not text or json", c.Log.Format)
+	}
+	if a := c.metricsAddress(); a != "" {
+		if host, port, err := net.SplitHostPort(a); err != nil {
+			add("metrics.address", "%q: want HOST:PORT, or empty to disable: %v", a, err)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			add("metrics.address", "%q: port %q is not a number from 0 to 65535", a, port)
+		} else if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+			add("metrics.address", "%q: host must be an IP address or localhost", a)
+		}
+	}
+	return problems
+}
+
+func (c *Config) socketMode() (os.FileMode, error) {
+	if c.Listen.Mode == "" {
+		return shim.DefaultSocketMode, nil
+	}
+	m, err := strconv.ParseUint(c.Listen.Mode, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("%q is not an octal permission like \"0660\"", c.Listen.Mode)
+	}
+	if m&0o002 != 0 {
+		return 0, fmt.Errorf("%q lets every local user write to the socket and so control the node's containers; use 0660 and a group", c.Listen.Mode)
+	}
+	return os.FileMode(m), nil
+}
+
+func (c *Config) metricsAddress() string {
+	if c.Metrics.Address == nil {
+		return ""
+	}
+	return *c.Metrics.Address
+}
+
+func (c *Config) shimConfig() shim.Config {
+	sc := shim.Config{RuntimeEndpoint: c.RuntimeEndpoint, ImageEndpoint: c.ImageEndpoint}
+	if c.MaxMessageSize != nil {
+		sc.MaxMessageSize = int(c.MaxMessageSize.Value())
+	}
+	return sc
+}
+
+func (c *Config) gracePeriod() time.Duration {
+	if c.ShutdownGracePeriod == nil {
+		return shim.DefaultShutdownGracePeriod
+	}
+	return c.ShutdownGracePeriod.Duration
+}

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sirupsen/logrus"
+
+	"github.com/crishim/crishim/interceptors"
+	"github.com/crishim/crishim/interceptors/metrics"
+	"github.com/crishim/crishim/shim"
+)
+
+const usage = `crishim: a CRI proxy between the kubelet and the container runtime.
+
+Usage:
+  crishim [flags]                    serve (flags override the config file)
+  crishim validate --config FILE     check a config file; exit 0 if valid, 1 with every problem listed
+  crishim version                    print the version
+
+Flags:
+`
+
+// run is the whole program; main only maps its error to the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			fmt.Fprintf(stdout, "crishim %s %s\n", shim.Version, runtime.Version())
+			return nil
+		case "validate":
+			return validateCmd(args[1:], stdout, stderr)
+		}
+	}
+	return serveCmd(ctx, args, stderr)
+}
+
+// serveFlags are the settings that may override the file, named after the
+// kubelet's own flags.
+type serveFlags struct {
+	fs                                          *flag.FlagSet
+	config, listen, runtimeEP, imageEP, metrics string
+	logLevel                                    string
+}
+
+func newServeFlags(stderr io.Writer) *serveFlags {
+	f := &serveFlags{fs: flag.NewFlagSet("crishim", flag.ContinueOnError)}
+	f.fs.SetOutput(stderr)
+	f.fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		f.fs.PrintDefaults()
+	}
+	f.fs.StringVar(&f.config, "config", DefaultConfigPath, "configuration file (YAML); the default path may be absent")
+	f.fs.StringVar(&f.listen, "listen", shim.DefaultListenPath, "unix socket path to serve the kubelet on")
+	f.fs.StringVar(&f.runtimeEP, "runtime-endpoint", shim.DefaultRuntimeEndpoint, "the real runtime's CRI endpoint (unix:///path)")
+	f.fs.StringVar(&f.imageEP, "image-endpoint", "", "the real image service endpoint (default: the runtime endpoint)")
+	f.fs.StringVar(&f.metrics, "metrics-address", "127.0.0.1:9810", "HOST:PORT for /metrics, /healthz, /readyz; empty disables")
+	f.fs.StringVar(&f.logLevel, "log-level", "info", "log level: error, warn, info, debug, trace")
+	return f
+}
+
+// load reads the config file and applies the flags that were given.
+func (f *serveFlags) load() (*Config, error) {
+	set := map[string]bool{}
+	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	cfg, err := loadConfig(f.config, !set["config"])
+	if err != nil {
+		return nil, err
+	}
+	if set["listen"] {
+		cfg.Listen.Path = f.listen
+	}
+	if set["runtime-endpoint"] {
+		cfg.RuntimeEndpoint = f.runtimeEP
+	}
+	if set["image-endpoint"] {
+		cfg.ImageEndpoint = f.imageEP
+	}
+	if set["metrics-address"] {
+		cfg.Metrics.Address = &f.metrics
+	}
+	if set["log-level"] {
+		cfg.Log.Level = f.logLevel
+	}
+	if problems := cfg.validate(); len(problems) > 0 {
+		return nil, invalidConfig(f.config, problems)
+	}
+	return cfg, nil
+}
+
+func invalidConfig(path string, problems []string) error {
+	return fmt.Errorf("invalid configuration (file %s and flags):\n  %s", path, strings.Join(problems, "\n  "))
+}
+
+func validateCmd(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("crishim validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", DefaultConfigPath, "configuration file to check")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path, false)
+	if err != nil {
+		return err
+	}
+	if problems := cfg.validate(); len(problems) > 0 {
+		return fmt.Errorf("config %s is invalid:\n  %s", *path, strings.Join(problems, "\n  "))
+	}
+	fmt.Fprintf(stdout, "config %s is valid\n", *path)
+	return nil
+}
+
+func newLogger(cfg LogConfig, out io.Writer) *logrus.Logger {
+	log := logrus.New()
+	log.SetOutput(out)
+	level, _ := logrus.ParseLevel(cfg.Level) // validated
+	log.SetLevel(level)
+	if cfg.Format == "json" {
+		log.SetFormatter(&logrus.JSONFormatter{})
+	} else {
+		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, DisableColors: true})
+	}
+	return log
+}
+
+func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
+	flags := newServeFlags(stderr)
+	if err := flags.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if flags.fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q; see crishim --help", flags.fs.Arg(0))
+	}
+	cfg, err := flags.load()
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	return serve(ctx, cfg, log)
+}
+
+// serve runs crishim until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
+	mode, _ := cfg.socketMode() // validated
+	// Listen first: a second crishim must fail before touching anything.
+	l, err := shim.Listen(cfg.Listen.Path, mode)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(cfg.Listen.Path)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	methods := shim.NewMethods()
+	m, err := metrics.New(reg, methods)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	srv, err := shim.New(cfg.shimConfig(), shim.WithMethods(methods), interceptors.Chain(log, methods, m))
+	if err != nil {
+		l.Close()
+		return err
+	}
+	defer srv.Close()
+	if err := srv.RegisterMetrics(reg); err != nil {
+		l.Close()
+		return err
+	}
+
+	var ops *http.Server
+	if addr := cfg.metricsAddress(); addr != "" {
+		ml, err := net.Listen("tcp", addr)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("metrics.address %s: %w", addr, err)
+		}
+		ops = &http.Server{Handler: srv.OpsHandler(reg)}
+		go func() {
+			if err := ops.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.WithError(err).Error("metrics listener failed")
+			}
+		}()
+	}
+
+	imageEP := cfg.ImageEndpoint
+	if imageEP == "" {
+		imageEP = cfg.RuntimeEndpoint
+	}
+	log.WithFields(logrus.Fields{
+		"listen": cfg.Listen.Path, "runtime_endpoint": cfg.RuntimeEndpoint, "image_endpoint": imageEP,
+		"metrics_address": cfg.metricsAddress(), "version": shim.Version,
+	}).Info("crishim serving")
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	grace := cfg.gracePeriod()
+	log.WithField("grace_period", grace.String()).Info("shutting down: no new calls, waiting for in-flight calls")
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if !srv.Shutdown(sctx) {
+		log.Warn("grace period over: cancelled the calls still in flight")
+	}
+	if ops != nil {
+		_ = ops.Shutdown(sctx)
+	}
+	<-errc
+	log.Info("crishim stopped")
+	return nil
+}

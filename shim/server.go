@@ -1,0 +1,185 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+)
+
+// Defaults mirror the kubelet's own endpoints and limits.
+const (
+	// DefaultListenPath is where crishim serves the kubelet.
+	DefaultListenPath = "/run/crishim/crishim.sock"
+	// DefaultRuntimeEndpoint is containerd's CRI socket.
+	DefaultRuntimeEndpoint = "unix:///run/containerd/containerd.sock"
+	// DefaultSocketMode keeps the socket to root and its group.
+	DefaultSocketMode os.FileMode = 0o660
+	// DefaultMaxMessageSize is the 16 MiB that the kubelet's CRI client
+	// receives and containerd accepts both ways.
+	DefaultMaxMessageSize = 16 << 20
+	// DefaultShutdownGracePeriod is how long in-flight calls may take to
+	// finish after SIGTERM.
+	DefaultShutdownGracePeriod = 30 * time.Second
+	// DefaultReconnectBackoff caps the delay between reconnect attempts to
+	// an upstream that went away.
+	DefaultReconnectBackoff = time.Second
+)
+
+// Config is the server core's configuration.
+type Config struct {
+	// RuntimeEndpoint is the real runtime's CRI socket (unix:///path).
+	RuntimeEndpoint string
+	// ImageEndpoint is the image service socket; empty means RuntimeEndpoint.
+	ImageEndpoint string
+	// MaxMessageSize limits messages both ways, on the server and upstream.
+	MaxMessageSize int
+	// ReconnectBackoff caps upstream reconnect delays; zero means the default.
+	ReconnectBackoff time.Duration
+}
+
+// Option configures a Server.
+type Option func(*options)
+
+type options struct {
+	methods  *Methods
+	handlers []Handler
+	unary    []grpc.UnaryServerInterceptor
+	stream   []grpc.StreamServerInterceptor
+}
+
+// WithMethods makes the server use t as its method table, the one its
+// interceptors classify calls with. By default the server builds its own.
+func WithMethods(t *Methods) Option { return func(o *options) { o.methods = t } }
+
+// WithHandlers registers typed handlers for the methods crishim intercepts.
+func WithHandlers(h ...Handler) Option {
+	return func(o *options) { o.handlers = append(o.handlers, h...) }
+}
+
+// WithInterceptors adds interceptors, outermost first. Typed handlers see the
+// unary ones; passthrough calls, being streams to gRPC, see the stream ones,
+// so every concern needs both forms.
+func WithInterceptors(unary []grpc.UnaryServerInterceptor, stream []grpc.StreamServerInterceptor) Option {
+	return func(o *options) {
+		o.unary = append(o.unary, unary...)
+		o.stream = append(o.stream, stream...)
+	}
+}
+
+// Server is crishim's gRPC server: typed handlers for intercepted methods and
+// one passthrough for everything else, in front of the upstream runtime.
+type Server struct {
+	grpc    *grpc.Server
+	ups     *upstreams
+	methods *Methods
+
+	draining context.Context
+	drain    context.CancelFunc
+}
+
+// New connects (lazily, with retries) to the upstream endpoints and builds the
+// server. It fails only on invalid configuration: a runtime that is down is
+// waited for, never a reason to exit.
+func New(cfg Config, opts ...Option) (*Server, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if cfg.MaxMessageSize <= 0 {
+		cfg.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if cfg.ReconnectBackoff <= 0 {
+		cfg.ReconnectBackoff = DefaultReconnectBackoff
+	}
+	if cfg.RuntimeEndpoint == "" {
+		cfg.RuntimeEndpoint = DefaultRuntimeEndpoint
+	}
+	ups, err := newUpstreams(cfg.RuntimeEndpoint, cfg.ImageEndpoint, dialOptions{maxMsgSize: cfg.MaxMessageSize, maxBackoff: cfg.ReconnectBackoff})
+	if err != nil {
+		return nil, err
+	}
+	methods := o.methods
+	if methods == nil {
+		methods = NewMethods()
+	}
+	descs, err := serviceDescs(o.handlers, methods, ups)
+	if err != nil {
+		ups.close()
+		return nil, err
+	}
+	draining, drain := context.WithCancel(context.Background())
+	fwd := &forwarder{methods: methods, ups: ups, draining: draining}
+	g := grpc.NewServer(
+		grpc.ForceServerCodecV2(codec{}),
+		grpc.MaxRecvMsgSize(cfg.MaxMessageSize),
+		grpc.MaxSendMsgSize(cfg.MaxMessageSize),
+		grpc.UnknownServiceHandler(fwd.handle),
+		grpc.ChainUnaryInterceptor(o.unary...),
+		grpc.ChainStreamInterceptor(o.stream...),
+	)
+	for _, sd := range descs {
+		g.RegisterService(sd, struct{}{})
+	}
+	return &Server{grpc: g, ups: ups, methods: methods, draining: draining, drain: drain}, nil
+}
+
+// Methods returns the server's method table.
+func (s *Server) Methods() *Methods { return s.methods }
+
+// Serve accepts connections on l until Shutdown or Stop.
+func (s *Server) Serve(l net.Listener) error {
+	if err := s.grpc.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serve %s: %w", l.Addr(), err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting calls, ends open-ended watch streams (their
+// clients reconnect), and waits for in-flight calls until ctx ends; then it
+// cuts the remaining calls. It reports whether every call finished in time.
+func (s *Server) Shutdown(ctx context.Context) bool {
+	s.drain()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-done
+		return false
+	}
+}
+
+// Close stops the server at once and closes the upstream connections.
+func (s *Server) Close() {
+	s.drain()
+	s.grpc.Stop()
+	s.ups.close()
+}
+
+// Ready asks every upstream what the kubelet asks at start (Version,
+// ImageFsInfo) and returns the first failure.
+func (s *Server) Ready(ctx context.Context) error { return s.ups.check(ctx) }
+
+// UpstreamStates reports, per upstream role, its endpoint and whether the
+// connection is up.
+func (s *Server) UpstreamStates() []UpstreamState {
+	out := []UpstreamState{{Role: RuntimeUpstream, Endpoint: s.ups.runtime.endpoint, Up: s.ups.runtime.Ready()}}
+	return append(out, UpstreamState{Role: ImageUpstream, Endpoint: s.ups.image.endpoint, Up: s.ups.image.Ready()})
+}
+
+// UpstreamState is the connection state of one upstream.
+type UpstreamState struct {
+	Role     Upstream
+	Endpoint string
+	Up       bool
+}
