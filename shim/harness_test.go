@@ -3,6 +3,7 @@ package shim_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc/mem"
 	internalapi "k8s.io/cri-api/pkg/apis"
 	remote "k8s.io/cri-client/pkg"
+	"k8s.io/klog/v2"
 
 	"github.com/crishim/crishim/interceptors"
 	"github.com/crishim/crishim/interceptors/metrics"
@@ -25,6 +27,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// cri-client logs every failed call through klog; the tests assert on
+	// those failures themselves.
+	klog.LogToStderr(false)
+	klog.SetOutput(io.Discard)
 	goleak.VerifyTestMain(m,
 		// cri-client's otel and klog background workers are process-wide.
 		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),

@@ -1,0 +1,261 @@
+package shim_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/shim"
+	"github.com/crishim/crishim/test/fakecri"
+)
+
+// versionSuffix is a test typed handler: it decodes Version, forwards it and
+// marks the response, the way real handlers (routing, pulls) will.
+func versionSuffix() shim.Handler {
+	return shim.Intercept(runtimeapi.RuntimeService_Version_FullMethodName,
+		func(ctx context.Context, req *runtimeapi.VersionRequest, next shim.Next[*runtimeapi.VersionRequest, *runtimeapi.VersionResponse]) (*runtimeapi.VersionResponse, error) {
+			if req.Version == "panic" {
+				panic("test handler panics")
+			}
+			resp, err := next(ctx, req)
+			if err != nil {
+				return nil, err
+			}
+			resp.RuntimeName += "+crishim"
+			return resp, nil
+		})
+}
+
+func TestTypedHandler(t *testing.T) {
+	e := newEnv(t, envOptions{handlers: []shim.Handler{versionSuffix()}})
+	e.fake.Script(runtimeapi.RuntimeService_Version_FullMethodName, fakecri.Script{
+		Header: metadata.Pairs("x-h", "1"), Trailer: metadata.Pairs("x-t", "2"),
+	})
+	rs := e.runtimeClient()
+	v, err := rs.Version(context.Background(), "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fakecri.VersionResponse.RuntimeName + "+crishim"; v.RuntimeName != want {
+		t.Errorf("RuntimeName = %q, want %q: the typed handler did not run", v.RuntimeName, want)
+	}
+
+	// Metadata still flows both ways through a typed handler.
+	var header, trailer metadata.MD
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-client", "c")
+	if _, err := runtimeapi.NewRuntimeServiceClient(e.conn).Version(ctx, &runtimeapi.VersionRequest{}, grpc.Header(&header), grpc.Trailer(&trailer)); err != nil {
+		t.Fatal(err)
+	}
+	if header.Get("x-h") == nil || trailer.Get("x-t") == nil {
+		t.Errorf("header %v / trailer %v lost through the typed handler", header, trailer)
+	}
+	calls := e.fake.Calls(runtimeapi.RuntimeService_Version_FullMethodName)
+	if got := calls[len(calls)-1].Metadata.Get("x-client"); len(got) != 1 {
+		t.Errorf("request metadata lost through the typed handler: %v", calls[len(calls)-1].Metadata)
+	}
+
+	// Other methods of the same service still pass through.
+	if _, err := rs.ListContainers(context.Background(), nil); err != nil {
+		t.Errorf("ListContainers next to a typed Version: %v", err)
+	}
+	if n := len(e.fake.Calls(runtimeapi.RuntimeService_ListContainers_FullMethodName)); n != 1 {
+		t.Errorf("runtime saw %d ListContainers, want 1", n)
+	}
+}
+
+func TestTypedHandlerPassesRuntimeErrors(t *testing.T) {
+	e := newEnv(t, envOptions{handlers: []shim.Handler{versionSuffix()}})
+	want := status.New(codes.Unavailable, "runtime is starting")
+	e.fake.Script(runtimeapi.RuntimeService_Version_FullMethodName, fakecri.Script{Err: want.Err()})
+	_, err := runtimeapi.NewRuntimeServiceClient(e.conn).Version(context.Background(), &runtimeapi.VersionRequest{})
+	if diff := cmpStatus(status.Convert(err), want); diff != "" {
+		t.Error(diff)
+	}
+}
+
+func TestInvalidHandlers(t *testing.T) {
+	noop := func(ctx context.Context, req *runtimeapi.GetEventsRequest, next shim.Next[*runtimeapi.GetEventsRequest, *runtimeapi.ContainerEventResponse]) (*runtimeapi.ContainerEventResponse, error) {
+		return nil, nil
+	}
+	tests := []struct {
+		desc     string
+		handlers []shim.Handler
+		want     string
+	}{
+		{"streaming method", []shim.Handler{shim.Intercept(runtimeapi.RuntimeService_GetContainerEvents_FullMethodName, noop)}, "only unary methods"},
+		{"unknown method", []shim.Handler{shim.Intercept("/runtime.v1.RuntimeService/Nope", noop)}, "only unary methods"},
+		{"twice", []shim.Handler{versionSuffix(), versionSuffix()}, "registered twice"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			_, err := shim.New(shim.Config{RuntimeEndpoint: "unix:///nonexistent/x.sock"}, shim.WithHandlers(tc.handlers...))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestPanicsBecomeInternal covers both forms of recovery: a typed handler
+// that panics, and a stream interceptor that panics on a passthrough call.
+func TestPanicsBecomeInternal(t *testing.T) {
+	panicky := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if info.FullMethod == runtimeapi.RuntimeService_ContainerStatus_FullMethodName {
+			panic("test stream interceptor panics")
+		}
+		return handler(srv, ss)
+	}
+	e := newEnv(t, envOptions{
+		handlers:  []shim.Handler{versionSuffix()},
+		extraOpts: []shim.Option{shim.WithInterceptors(nil, []grpc.StreamServerInterceptor{panicky})},
+	})
+	rc := runtimeapi.NewRuntimeServiceClient(e.conn)
+
+	_, err := rc.Version(context.Background(), &runtimeapi.VersionRequest{Version: "panic"})
+	if status.Code(err) != codes.Internal {
+		t.Errorf("typed panic: got %v, want Internal", err)
+	}
+	if strings.Contains(err.Error(), "goroutine") || strings.Contains(err.Error(), ".go:") {
+		t.Errorf("the caller sees the stack: %v", err)
+	}
+	if _, err := rc.Version(context.Background(), &runtimeapi.VersionRequest{}); err != nil {
+		t.Errorf("call after a panic: %v", err)
+	}
+
+	_, err = rc.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: "c1"})
+	if status.Code(err) != codes.Internal {
+		t.Errorf("passthrough panic: got %v, want Internal", err)
+	}
+	if _, err := rc.ListContainers(context.Background(), &runtimeapi.ListContainersRequest{}); err != nil {
+		t.Errorf("call after a passthrough panic: %v", err)
+	}
+
+	logs := e.logs.String()
+	for _, want := range []string{"test handler panics", "test stream interceptor panics", "goroutine"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %q; the operator needs the panic and its stack", want)
+		}
+	}
+	// Logging and metrics see the Internal status the caller saw.
+	got := handled(t, e, "runtime.v1.RuntimeService", "Version", "Internal")
+	if got != 1 {
+		t.Errorf("handled_total{Version,Internal} = %v, want 1", got)
+	}
+}
+
+func TestMetricsAndOpsEndpoints(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	rs := e.runtimeClient() // Version once
+	for i := 0; i < 3; i++ {
+		if _, err := rs.ListPodSandbox(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.fake.Script(runtimeapi.RuntimeService_StopPodSandbox_FullMethodName, fakecri.Script{Err: status.Error(codes.NotFound, "gone")})
+	_ = rs.StopPodSandbox(context.Background(), "p")
+
+	if got := handled(t, e, "runtime.v1.RuntimeService", "ListPodSandbox", "OK"); got != 3 {
+		t.Errorf("handled_total{ListPodSandbox,OK} = %v, want 3", got)
+	}
+	if got := handled(t, e, "runtime.v1.RuntimeService", "StopPodSandbox", "NotFound"); got != 1 {
+		t.Errorf("handled_total{StopPodSandbox,NotFound} = %v, want 1", got)
+	}
+	if n := testutil.CollectAndCount(e.reg, "crishim_grpc_server_handling_seconds"); n < 3 {
+		t.Errorf("handling_seconds has %d series, want one per method called (3)", n)
+	}
+
+	ts := httptest.NewServer(e.srv.OpsHandler(e.reg))
+	defer ts.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get(ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/metrics")
+	for _, want := range []string{
+		`crishim_grpc_server_handled_total{grpc_code="OK",grpc_method="ListPodSandbox",grpc_service="runtime.v1.RuntimeService"} 3`,
+		`crishim_grpc_server_handling_seconds_bucket{grpc_method="ListPodSandbox",grpc_service="runtime.v1.RuntimeService",le="0.0005"}`,
+		`crishim_grpc_server_in_flight{grpc_method="ListPodSandbox",grpc_service="runtime.v1.RuntimeService"} 0`,
+		`crishim_upstream_up{endpoint="` + e.fake.Endpoint() + `",upstream="runtime"} 1`,
+		`crishim_build_info{`,
+	} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("/metrics (status %d) lacks %s", code, want)
+		}
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz = %d, want 200", code)
+	}
+	if code, body := get("/readyz"); code != 200 {
+		t.Errorf("/readyz = %d %s, want 200", code, body)
+	}
+	e.fake.Stop()
+	e.fake = nil
+	if code, body := get("/readyz"); code != 503 || !strings.Contains(body, "runtime endpoint") {
+		t.Errorf("/readyz with the runtime down = %d %q, want 503 naming the runtime endpoint", code, body)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("/healthz with the runtime down = %d, want 200 (crishim itself is alive)", code)
+	}
+	waitFor(t, 5*time.Second, "crishim_upstream_up to drop to 0", func() bool {
+		_, body := get("/metrics")
+		return strings.Contains(body, `crishim_upstream_up{endpoint="unix://`+e.dir+`/up.sock",upstream="runtime"} 0`)
+	})
+}
+
+// handled returns crishim_grpc_server_handled_total for one series.
+func handled(t *testing.T, e *env, service, method, code string) float64 {
+	t.Helper()
+	return metricValue(t, e.reg, "crishim_grpc_server_handled_total", map[string]string{"grpc_service": service, "grpc_method": method, "grpc_code": code})
+}
+
+// metricValue returns the value of the series of name with exactly labels,
+// or -1 when there is none.
+func metricValue(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, lp := range m.GetLabel() {
+				if labels[lp.GetName()] != lp.GetValue() {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return -1
+}
