@@ -40,7 +40,7 @@ func TestMain(m *testing.M) {
 
 // env is crishim in front of a fake runtime, both on short unix sockets.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	fake *fakecri.Server
 	srv  *shim.Server
@@ -59,7 +59,7 @@ type envOptions struct {
 
 // shortDir returns a directory whose socket paths stay far below the 108-byte
 // limit (t.TempDir paths embed the test name).
-func shortDir(t *testing.T) string {
+func shortDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "cs")
 	if err != nil {
@@ -69,7 +69,7 @@ func shortDir(t *testing.T) string {
 	return dir
 }
 
-func newEnv(t *testing.T, o envOptions) *env {
+func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	e := &env{t: t, dir: shortDir(t), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	upPath := filepath.Join(e.dir, "up.sock")
@@ -208,4 +208,3 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-

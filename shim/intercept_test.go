@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -258,4 +259,47 @@ func metricValue(t *testing.T, g prometheus.Gatherer, name string, labels map[st
 		}
 	}
 	return -1
+}
+
+// TestCredentialsNeverLeak pulls with credentials through the whole proxy at
+// trace level, failing and succeeding, and looks for the secrets everywhere
+// an operator could see them.
+func TestCredentialsNeverLeak(t *testing.T) {
+	const password, token = "pa55-Sup3r-secret", "tok3n-Sup3r-secret"
+	e := newEnv(t, envOptions{logLevel: logrus.TraceLevel})
+	is := e.imageClient()
+	auth := &runtimeapi.AuthConfig{Username: "robot", Password: password, Auth: "cm9ib3Q6" + password, IdentityToken: token, RegistryToken: token}
+	e.fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Err: status.Error(codes.Unknown, "failed to pull and unpack image: 401 Unauthorized")})
+	_, err := is.PullImage(context.Background(), &runtimeapi.ImageSpec{Image: "registry.example/private:1"}, auth, nil)
+	if err == nil {
+		t.Fatal("pull succeeded")
+	}
+	e.fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Response: &runtimeapi.PullImageResponse{ImageRef: "sha256:abc"}})
+	if _, err := is.PullImage(context.Background(), &runtimeapi.ImageSpec{Image: "registry.example/private:1"}, auth, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The runtime did get the credentials: crishim forwards them.
+	calls := e.fake.Calls(runtimeapi.ImageService_PullImage_FullMethodName)
+	if len(calls) != 2 || !strings.Contains(string(calls[1].Request), password) {
+		t.Fatalf("credentials did not reach the runtime")
+	}
+	ts := httptest.NewServer(e.srv.OpsHandler(e.reg))
+	defer ts.Close()
+	resp, err2 := http.Get(ts.URL + "/metrics")
+	if err2 != nil {
+		t.Fatal(err2)
+	}
+	metricsText, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	logs := e.logs.String()
+	if !strings.Contains(logs, "registry.example/private:1") {
+		t.Fatalf("the pull was not logged at all; the check below would prove nothing:\n%s", logs)
+	}
+	for where, text := range map[string]string{"logs": logs, "metrics": string(metricsText), "error": err.Error()} {
+		for _, s := range []string{password, token, "cm9ib3Q6"} {
+			if strings.Contains(text, s) {
+				t.Errorf("%s contain a credential (%q)", where, s)
+			}
+		}
+	}
 }

@@ -536,4 +536,3 @@ func TestHeadersAndTrailers(t *testing.T) {
 		})
 	}
 }
-

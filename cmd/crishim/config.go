@@ -80,20 +80,15 @@ func loadConfig(path string, optional bool) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	if problems := checkDocument(data, cfg); len(problems) > 0 {
+		return nil, fmt.Errorf("config %s:\n  %s", path, strings.Join(problems, "\n  "))
+	}
+	// checkDocument found every problem the strict decoder could meet; this
+	// error is a backstop.
 	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
-		return nil, fmt.Errorf("config %s: %s", path, cleanYAMLError(err))
+		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
-}
-
-// cleanYAMLError drops the JSON-decoder preamble sigs.k8s.io/yaml adds, which
-// says nothing to someone editing a YAML file.
-func cleanYAMLError(err error) string {
-	msg := err.Error()
-	for _, p := range []string{"error unmarshaling JSON: while decoding JSON: ", "error unmarshaling JSON: ", "error converting YAML to JSON: ", "json: "} {
-		msg = strings.TrimPrefix(msg, p)
-	}
-	return msg
 }
 
 // validate returns every problem of cfg, each naming its key.

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sirupsen/logrus"
@@ -211,11 +212,17 @@ func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
+	// Type=notify: the kubelet, ordered after crishim, starts once the
+	// socket accepts calls. Without systemd this does nothing.
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.WithError(err).Warn("could not notify systemd of readiness")
+	}
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 	grace := cfg.gracePeriod()
 	log.WithField("grace_period", grace.String()).Info("shutting down: no new calls, waiting for in-flight calls")
 	sctx, cancel := context.WithTimeout(context.Background(), grace)

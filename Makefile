@@ -1,0 +1,44 @@
+# crishim Makefile. `make help` lists the targets.
+GO      ?= go
+BIN     := bin
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/crishim/crishim/shim.Version=$(VERSION)
+PKGS    := ./...
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/crishim
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/crishim ./cmd/crishim
+
+test: lint unit e2e conformance ## the whole suite: lint, unit/integration (race), and as root e2e + conformance on the real test bed
+
+unit: ## unit and integration tests against the in-process fake runtime, with the race detector
+	$(GO) test -race -count=1 $(PKGS)
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) vet -tags e2e ./test/e2e/...
+
+bench: ## Go micro-benchmarks of the hot path (benchstat-friendly)
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./shim/... ./interceptors/...
+
+fuzz: ## a short fuzz run of the wire-format scanner
+	$(GO) test -run '^$$' -fuzz FuzzFindString -fuzztime 20s ./shim
+
+install: build ## install bin/crishim, the systemd unit and the reference config (as root)
+	install -m 0755 $(BIN)/crishim /usr/local/bin/crishim
+	install -m 0644 systemd/crishim.service /etc/systemd/system/crishim.service
+	install -d -m 0755 /etc/crishim
+	[ -e /etc/crishim/config.yaml ] || install -m 0644 configs/crishim.yaml /etc/crishim/config.yaml
+
+clean: ## remove build output
+	rm -rf $(BIN)
+
+include test/bed/bed.mk
+
+.PHONY: help build test unit lint bench fuzz install clean

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "crishim.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	tests := []struct {
+		desc string
+		body string
+		want []string // every one must appear in the error
+	}{
+		{"unknown key", "listen:\n  path: /run/x.sock\n  mdoe: \"0660\"\n", []string{"listen.mdoe: unknown key"}},
+		{"unknown top-level key", "runtimeEndpont: unix:///run/c.sock\n", []string{"runtimeEndpont: unknown key"}},
+		{"bad type", "listen:\n  path: [1, 2]\n", []string{"listen.path: want a string, got a list"}},
+		{"bad quantity", "maxMessageSize: lots\n", []string{"maxMessageSize"}},
+		{"bad duration", "shutdownGracePeriod: soon\n", []string{"shutdownGracePeriod"}},
+		{"not yaml", "listen: [\n", []string{"not valid YAML"}},
+		{"two problems at once", "foo: 1\nlisten:\n  mode: 660\n", []string{"foo: unknown key", "listen.mode: want a string, got the number 660"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			path := writeConfig(t, tc.body)
+			_, err := loadConfig(path, false)
+			if err == nil {
+				t.Fatal("loaded an invalid file")
+			}
+			for _, w := range append(tc.want, path) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateProblems(t *testing.T) {
+	tests := []struct {
+		desc string
+		body string
+		want []string
+	}{
+		{"relative socket path", "listen:\n  path: crishim.sock\n", []string{"listen.path", "absolute"}},
+		{"socket path too long", "listen:\n  path: /" + strings.Repeat("a", 120) + "\n", []string{"listen.path", "107-byte"}},
+		{"world-writable socket", "listen:\n  path: /run/x.sock\n  mode: \"0666\"\n", []string{"listen.mode", "every local user"}},
+		{"mode not octal", "listen:\n  path: /run/x.sock\n  mode: \"rw\"\n", []string{"listen.mode", "octal"}},
+		{"tcp endpoint", "runtimeEndpoint: tcp://10.0.0.1:1\n", []string{"runtimeEndpoint", "only unix://"}},
+		{"relative image endpoint", "imageEndpoint: unix://x.sock\n", []string{"imageEndpoint"}},
+		{"endpoint is our own socket", "listen:\n  path: /run/x.sock\nruntimeEndpoint: unix:///run/x.sock\n", []string{"runtimeEndpoint", "own listen socket"}},
+		{"message limit below the kubelet's", "maxMessageSize: 4Mi\n", []string{"maxMessageSize", "16Mi"}},
+		{"negative grace", "shutdownGracePeriod: -1s\n", []string{"shutdownGracePeriod"}},
+		{"log level", "log:\n  level: loud\n", []string{"log.level", `"loud"`}},
+		{"log format", "log:\n  format: xml\n", []string{"log.format"}},
+		{"metrics address", "metrics:\n  address: nohost\n", []string{"metrics.address"}},
+		{"metrics port", "metrics:\n  address: 127.0.0.1:99999\n", []string{"metrics.address", "port"}},
+		{"every problem at once", "listen:\n  path: x\nlog:\n  level: loud\n  format: xml\n", []string{"listen.path", "log.level", "log.format"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			cfg, err := loadConfig(writeConfig(t, tc.body), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Join(cfg.validate(), "\n")
+			if got == "" {
+				t.Fatal("no problems found")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("problems %q lack %q", got, w)
+				}
+			}
+		})
+	}
+}
+
+func TestShippedConfigsAreValid(t *testing.T) {
+	for _, path := range []string{"../../configs/crishim.yaml"} {
+		var out, errb bytes.Buffer
+		if err := run(t.Context(), []string{"validate", "--config", path}, &out, &errb); err != nil {
+			t.Errorf("%s: %v", path, err)
+		}
+	}
+}
+
+func TestDefaultsAndFlags(t *testing.T) {
+	// No file at the default path is fine; flags override.
+	f := newServeFlags(&bytes.Buffer{})
+	if err := f.fs.Parse([]string{"--config", writeConfig(t, "listen:\n  path: /run/a.sock\nlog:\n  level: debug\n"),
+		"--listen", "/run/b.sock", "--runtime-endpoint", "unix:///run/crio/crio.sock", "--metrics-address", ""}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := f.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen.Path != "/run/b.sock" || cfg.RuntimeEndpoint != "unix:///run/crio/crio.sock" || cfg.metricsAddress() != "" || cfg.Log.Level != "debug" {
+		t.Errorf("got %+v", cfg)
+	}
+	if cfg.shimConfig().MaxMessageSize != 16<<20 || cfg.gracePeriod().Seconds() != 30 {
+		t.Errorf("defaults lost: %+v", cfg.shimConfig())
+	}
+
+	// An explicit --config that does not exist is an error.
+	f = newServeFlags(&bytes.Buffer{})
+	_ = f.fs.Parse([]string{"--config", "/nonexistent/crishim.yaml"})
+	if _, err := f.load(); err == nil || !strings.Contains(err.Error(), "/nonexistent/crishim.yaml") {
+		t.Errorf("missing explicit config: got %v", err)
+	}
+	// A bad flag value is reported like a bad file value.
+	f = newServeFlags(&bytes.Buffer{})
+	_ = f.fs.Parse([]string{"--config", writeConfig(t, ""), "--log-level", "loud"})
+	if _, err := f.load(); err == nil || !strings.Contains(err.Error(), "log.level") {
+		t.Errorf("bad --log-level: got %v", err)
+	}
+}
+
+func TestValidateCommand(t *testing.T) {
+	var out, errb bytes.Buffer
+	good := writeConfig(t, "listen:\n  path: /run/crishim/crishim.sock\n")
+	if err := run(t.Context(), []string{"validate", "--config", good}, &out, &errb); err != nil {
+		t.Errorf("valid file: %v", err)
+	}
+	if !strings.Contains(out.String(), "is valid") {
+		t.Errorf("stdout %q", out.String())
+	}
+	bad := writeConfig(t, "listen:\n  path: x\nlog:\n  level: loud\n")
+	err := run(t.Context(), []string{"validate", "--config", bad}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "listen.path") || !strings.Contains(err.Error(), "log.level") {
+		t.Errorf("invalid file: got %v, want both problems listed", err)
+	}
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/shim"
+	"github.com/crishim/crishim/test/fakecri"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestServeLifecycle runs crishim as main does, in front of a fake runtime:
+// it serves, reports ready, refuses a second instance on its socket, and on
+// the shutdown signal lets an in-flight call finish, ends an open events
+// stream with Unavailable, removes its socket and returns without error.
+func TestServeLifecycle(t *testing.T) {
+	dir, err := os.MkdirTemp("", "cm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	fake, err := fakecri.Start(filepath.Join(dir, "up.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fake.Stop()
+	sock := filepath.Join(dir, "crishim.sock")
+	metricsAddr := freePort(t)
+	cfg := writeConfig(t, fmt.Sprintf("listen:\n  path: %s\nruntimeEndpoint: %s\nshutdownGracePeriod: 20s\nmetrics:\n  address: %s\nlog:\n  format: json\n", sock, fake.Endpoint(), metricsAddr))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"--config", cfg}, io.Discard, logs) }()
+
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rc := runtimeapi.NewRuntimeServiceClient(conn)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := rc.Version(ctx, &runtimeapi.VersionRequest{})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("crishim never answered: %v\n%s", err, logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), `"msg":"crishim serving"`) || !strings.Contains(logs.String(), sock) || !strings.Contains(logs.String(), fake.Endpoint()) {
+		t.Errorf("startup line lacks listen/upstream: %s", logs)
+	}
+	resp, err := http.Get("http://" + metricsAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("/readyz = %d", resp.StatusCode)
+	}
+
+	// A second crishim on the same socket refuses to start.
+	err = run(context.Background(), []string{"--config", cfg, "--metrics-address", ""}, io.Discard, io.Discard)
+	if !errors.Is(err, shim.ErrSocketInUse) {
+		t.Errorf("second instance: got %v, want ErrSocketInUse", err)
+	}
+
+	// An in-flight call and an open events stream when shutdown starts.
+	fake.Script(runtimeapi.RuntimeService_StopContainer_FullMethodName, fakecri.Script{Delay: 700 * time.Millisecond})
+	fake.Script(runtimeapi.RuntimeService_GetContainerEvents_FullMethodName, fakecri.Script{Hold: true})
+	events, err := rc.GetContainerEvents(context.Background(), &runtimeapi.GetEventsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopErr := make(chan error, 1)
+	go func() {
+		_, err := rc.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: "c1"})
+		stopErr <- err
+	}()
+	for len(fake.Calls(runtimeapi.RuntimeService_StopContainer_FullMethodName)) == 0 || len(fake.Calls(runtimeapi.RuntimeService_GetContainerEvents_FullMethodName)) == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	cancel() // what SIGTERM does through signal.NotifyContext
+	if _, err := events.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("events stream at shutdown: got %v, want Unavailable", err)
+	}
+	if err := <-stopErr; err != nil {
+		t.Errorf("in-flight StopContainer during shutdown: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("run returned %v, want nil (exit 0)", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("shutdown took %v: the events stream held it", took)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket left behind: %v", err)
+	}
+	if !strings.Contains(logs.String(), "crishim stopped") {
+		t.Errorf("no stop line: %s", logs)
+	}
+}
+
+func TestServeRejectsBadConfigBeforeListening(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "s.sock")
+	err := run(context.Background(), []string{"--listen", sock, "--log-level", "loud"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "log.level") {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket created despite the bad config")
+	}
+}
+
+func TestVersionCommand(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "crishim "+shim.Version) {
+		t.Errorf("version printed %q", out.String())
+	}
+}
