@@ -170,6 +170,10 @@ func (s *Server) Close() {
 // ImageFsInfo) and returns the first failure.
 func (s *Server) Ready(ctx context.Context) error { return s.ups.check(ctx) }
 
+// ClientConn returns the connection to an upstream, for handlers that need
+// to ask the runtime something themselves (Status, ListPodSandbox).
+func (s *Server) ClientConn(u Upstream) grpc.ClientConnInterface { return s.ups.get(u).conn }
+
 // UpstreamStates reports, per upstream role, its endpoint and whether the
 // connection is up.
 func (s *Server) UpstreamStates() []UpstreamState {

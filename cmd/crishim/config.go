@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/crishim/crishim/handlers"
 	"github.com/crishim/crishim/shim"
 )
 
@@ -30,6 +31,10 @@ type Config struct {
 	ShutdownGracePeriod *metav1.Duration   `json:"shutdownGracePeriod,omitempty"`
 	Log                 LogConfig          `json:"log"`
 	Metrics             MetricsConfig      `json:"metrics"`
+	// Handlers and Routing enable RunPodSandbox routing; without handlers
+	// RunPodSandbox passes through untouched.
+	Handlers []handlers.RuntimeHandler `json:"handlers,omitempty"`
+	Routing  handlers.Routing          `json:"routing,omitempty"`
 }
 
 // ListenConfig is the socket crishim serves the kubelet on.
@@ -142,7 +147,7 @@ func (c *Config) validate() []string {
 			add("metrics.address", "%q: host must be an IP address or localhost", a)
 		}
 	}
-	return problems
+	return append(problems, handlers.Validate(c.Handlers, c.Routing)...)
 }
 
 func (c *Config) socketMode() (os.FileMode, error) {

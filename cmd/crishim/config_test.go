@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -88,10 +89,48 @@ func TestValidateProblems(t *testing.T) {
 }
 
 func TestShippedConfigsAreValid(t *testing.T) {
-	for _, path := range []string{"../../configs/crishim.yaml"} {
+	for _, path := range []string{"../../configs/crishim.yaml", "../../configs/crishim-kata.yaml"} {
 		var out, errb bytes.Buffer
 		if err := run(t.Context(), []string{"validate", "--config", path}, &out, &errb); err != nil {
 			t.Errorf("%s: %v", path, err)
+		}
+	}
+}
+
+// TestShippedRuntimeClassesAreGenerated keeps configs/runtimeclasses.yaml
+// what `crishim runtimeclasses` makes of configs/crishim-kata.yaml.
+func TestShippedRuntimeClassesAreGenerated(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"runtimeclasses", "--config", "../../configs/crishim-kata.yaml"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	shipped, err := os.ReadFile("../../configs/runtimeclasses.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != string(shipped) {
+		t.Errorf("configs/runtimeclasses.yaml is stale; regenerate it:\n  go run ./cmd/crishim runtimeclasses --config configs/crishim-kata.yaml > configs/runtimeclasses.yaml\ngot:\n%s", out.String())
+	}
+	if err := run(t.Context(), []string{"runtimeclasses", "--config", "../../configs/crishim.yaml"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "no handlers") {
+		t.Errorf("runtimeclasses without handlers: got %v", err)
+	}
+}
+
+func TestRoutingConfigProblemsNameTheRule(t *testing.T) {
+	body := "handlers:\n  - name: runc\n    default: true\n  - name: kata\n    default: true\n    overhead:\n      cpu: lots\nrouting:\n  rules:\n    - name: to-fc\n      handler: fc\n"
+	_, err := loadConfig(writeConfig(t, body), false)
+	if err == nil || !strings.Contains(err.Error(), "handlers[1].overhead.cpu") {
+		t.Fatalf("bad quantity: got %v", err)
+	}
+	body = strings.Replace(body, "cpu: lots", "cpu: 250m", 1)
+	cfg, err := loadConfig(writeConfig(t, body), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(cfg.validate(), "\n")
+	for _, want := range []string{"2 handlers are marked default", `routing.rules[0] ("to-fc"): handler "fc" is not in handlers`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems %q lack %q", got, want)
 		}
 	}
 }

@@ -19,6 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sirupsen/logrus"
 
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/handlers"
 	"github.com/crishim/crishim/interceptors"
 	"github.com/crishim/crishim/interceptors/metrics"
 	"github.com/crishim/crishim/shim"
@@ -29,6 +32,8 @@ const usage = `crishim: a CRI proxy between the kubelet and the container runtim
 Usage:
   crishim [flags]                    serve (flags override the config file)
   crishim validate --config FILE     check a config file; exit 0 if valid, 1 with every problem listed
+  crishim runtimeclasses --config FILE
+                                     print the RuntimeClass manifests of the configured handlers
   crishim version                    print the version
 
 Flags:
@@ -43,6 +48,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil
 		case "validate":
 			return validateCmd(args[1:], stdout, stderr)
+		case "runtimeclasses":
+			return runtimeClassesCmd(args[1:], stdout, stderr)
 		}
 	}
 	return serveCmd(ctx, args, stderr)
@@ -105,22 +112,48 @@ func invalidConfig(path string, problems []string) error {
 	return fmt.Errorf("invalid configuration (file %s and flags):\n  %s", path, strings.Join(problems, "\n  "))
 }
 
-func validateCmd(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("crishim validate", flag.ContinueOnError)
+// loadValid parses the --config flag of a subcommand and loads that file,
+// failing with every problem it has.
+func loadValid(name string, args []string, stderr io.Writer) (*Config, string, error) {
+	fs := flag.NewFlagSet("crishim "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	path := fs.String("config", DefaultConfigPath, "configuration file to check")
+	path := fs.String("config", DefaultConfigPath, "configuration file")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return nil, "", err
 	}
 	cfg, err := loadConfig(*path, false)
 	if err != nil {
-		return err
+		return nil, *path, err
 	}
 	if problems := cfg.validate(); len(problems) > 0 {
-		return fmt.Errorf("config %s is invalid:\n  %s", *path, strings.Join(problems, "\n  "))
+		return nil, *path, fmt.Errorf("config %s is invalid:\n  %s", *path, strings.Join(problems, "\n  "))
 	}
-	fmt.Fprintf(stdout, "config %s is valid\n", *path)
+	return cfg, *path, nil
+}
+
+func validateCmd(args []string, stdout, stderr io.Writer) error {
+	_, path, err := loadValid("validate", args, stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "config %s is valid\n", path)
 	return nil
+}
+
+func runtimeClassesCmd(args []string, stdout, stderr io.Writer) error {
+	cfg, path, err := loadValid("runtimeclasses", args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(cfg.Handlers) == 0 {
+		return fmt.Errorf("config %s has no handlers to make RuntimeClasses of", path)
+	}
+	out, err := handlers.RuntimeClassesYAML(cfg.Handlers)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(out)
+	return err
 }
 
 func newLogger(cfg LogConfig, out io.Writer) *logrus.Logger {
@@ -175,12 +208,28 @@ func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		l.Close()
 		return err
 	}
-	srv, err := shim.New(cfg.shimConfig(), shim.WithMethods(methods), interceptors.Chain(log, methods, m))
+	opts := []shim.Option{shim.WithMethods(methods), interceptors.Chain(log, methods, m)}
+	var inventory *handlers.Inventory
+	if len(cfg.Handlers) > 0 {
+		hm, err := handlers.NewMetrics(reg)
+		if err != nil {
+			l.Close()
+			return err
+		}
+		router := handlers.NewRouter(cfg.Handlers, cfg.Routing)
+		inventory = handlers.NewInventory(log, hm, router.Known(), handlers.DefaultResyncInterval)
+		opts = append(opts, shim.WithHandlers(handlers.NewSandboxRunner(router, inventory, hm, log).Handler()))
+	}
+	srv, err := shim.New(cfg.shimConfig(), opts...)
 	if err != nil {
 		l.Close()
 		return err
 	}
 	defer srv.Close()
+	if inventory != nil {
+		inventory.Start(runtimeapi.NewRuntimeServiceClient(srv.ClientConn(shim.RuntimeUpstream)))
+		defer inventory.Stop()
+	}
 	if err := srv.RegisterMetrics(reg); err != nil {
 		l.Close()
 		return err
@@ -207,7 +256,7 @@ func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	}
 	log.WithFields(logrus.Fields{
 		"listen": cfg.Listen.Path, "runtime_endpoint": cfg.RuntimeEndpoint, "image_endpoint": imageEP,
-		"metrics_address": cfg.metricsAddress(), "version": shim.Version,
+		"metrics_address": cfg.metricsAddress(), "version": shim.Version, "handlers": len(cfg.Handlers), "routing_rules": len(cfg.Routing.Rules),
 	}).Info("crishim serving")
 
 	errc := make(chan error, 1)
