@@ -14,7 +14,7 @@ func mustQ(s string) *resource.Quantity {
 
 func TestOverheadToLinuxResources(t *testing.T) {
 	tests := []struct {
-		cpu, mem                 string
+		cpu, mem                string
 		shares, quota, memLimit int64
 	}{
 		{"250m", "160Mi", 256, 25000, 160 << 20},
