@@ -24,11 +24,13 @@ lint: ## gofmt and go vet
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags e2e ./test/e2e/...
 
-bench: ## Go micro-benchmarks of the hot path (benchstat-friendly)
+bench: ## benchmarks: hot-path micro-benchmarks (benchstat-friendly) and pull scheduling vs the ideal
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./shim/... ./interceptors/...
+	$(GO) run ./test/bench/pulls -out $(BIN)/bench-pulls.md
 
-fuzz: ## a short fuzz run of the wire-format scanner
+fuzz: ## short fuzz runs: the wire-format scanner and image reference parsing
 	$(GO) test -run '^$$' -fuzz FuzzFindString -fuzztime 20s ./shim
+	$(GO) test -run '^$$' -fuzz FuzzParseImage -fuzztime 20s ./handlers
 
 install: build ## install bin/crishim, the systemd unit and the reference config (as root)
 	install -m 0755 $(BIN)/crishim /usr/local/bin/crishim

@@ -45,15 +45,22 @@ var (
 )
 
 type sandboxEnv struct {
-	fake *fakecri.Server
-	reg  *prometheus.Registry
-	inv  *handlers.Inventory
-	rc   runtimeapi.RuntimeServiceClient
+	*crishimEnv
+	inv *handlers.Inventory
 }
 
-// newSandboxEnv runs crishim with the RunPodSandbox handler in front of a
-// fake runtime. script runs before the inventory's first read.
-func newSandboxEnv(t *testing.T, script func(f *fakecri.Server)) *sandboxEnv {
+// crishimEnv is crishim with typed handlers in front of a fake runtime.
+type crishimEnv struct {
+	fake *fakecri.Server
+	reg  *prometheus.Registry
+	srv  *shim.Server
+	rc   runtimeapi.RuntimeServiceClient
+	ic   runtimeapi.ImageServiceClient
+}
+
+// newCrishimEnv starts a fake runtime, runs script on it, then serves
+// crishim with the handlers make returns.
+func newCrishimEnv(t *testing.T, script func(f *fakecri.Server), reg *prometheus.Registry, hs ...shim.Handler) *crishimEnv {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "ch")
 	if err != nil {
@@ -67,37 +74,52 @@ func newSandboxEnv(t *testing.T, script func(f *fakecri.Server)) *sandboxEnv {
 	if script != nil {
 		script(fake)
 	}
-	e := &sandboxEnv{fake: fake, reg: prometheus.NewRegistry()}
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	m, err := handlers.NewMetrics(e.reg)
+	e := &crishimEnv{fake: fake, reg: reg}
+	e.srv, err = shim.New(shim.Config{RuntimeEndpoint: fake.Endpoint()}, shim.WithHandlers(hs...))
 	if err != nil {
-		t.Fatal(err)
-	}
-	e.inv = handlers.NewInventory(log, m, []string{"runc", "kata"}, time.Hour)
-	runner := handlers.NewSandboxRunner(handlers.NewRouter(testHandlers, testRouting), e.inv, m, log)
-	srv, err := shim.New(shim.Config{RuntimeEndpoint: fake.Endpoint()}, shim.WithHandlers(runner.Handler()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.inv.Resync(context.Background(), runtimeapi.NewRuntimeServiceClient(srv.ClientConn(shim.RuntimeUpstream))); err != nil {
 		t.Fatal(err)
 	}
 	l, err := shim.Listen(filepath.Join(dir, "s.sock"), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(l)
+	go e.srv.Serve(l)
 	conn, err := grpc.NewClient("unix://"+filepath.Join(dir, "s.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.rc = runtimeapi.NewRuntimeServiceClient(conn)
+	e.ic = runtimeapi.NewImageServiceClient(conn)
 	t.Cleanup(func() {
 		conn.Close()
-		srv.Close()
+		e.srv.Close()
 		fake.Stop()
 	})
+	return e
+}
+
+func discardLogger() *logrus.Logger {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	return log
+}
+
+// newSandboxEnv runs crishim with the RunPodSandbox handler in front of a
+// fake runtime. script runs before the inventory's first read.
+func newSandboxEnv(t *testing.T, script func(f *fakecri.Server)) *sandboxEnv {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := handlers.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := discardLogger()
+	inv := handlers.NewInventory(log, m, []string{"runc", "kata"}, time.Hour)
+	runner := handlers.NewSandboxRunner(handlers.NewRouter(testHandlers, testRouting), inv, m, log)
+	e := &sandboxEnv{crishimEnv: newCrishimEnv(t, script, reg, runner.Handler()), inv: inv}
+	if err := inv.Resync(context.Background(), runtimeapi.NewRuntimeServiceClient(e.srv.ClientConn(shim.RuntimeUpstream))); err != nil {
+		t.Fatal(err)
+	}
 	return e
 }
 

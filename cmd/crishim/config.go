@@ -35,6 +35,14 @@ type Config struct {
 	// RunPodSandbox passes through untouched.
 	Handlers []handlers.RuntimeHandler `json:"handlers,omitempty"`
 	Routing  handlers.Routing          `json:"routing,omitempty"`
+	// Images configures PullImage; without it PullImage passes through.
+	Images ImagesConfig `json:"images,omitempty"`
+}
+
+// ImagesConfig is the images section.
+type ImagesConfig struct {
+	// Pulls schedules and de-duplicates pulls.
+	Pulls *handlers.PullConfig `json:"pulls,omitempty"`
 }
 
 // ListenConfig is the socket crishim serves the kubelet on.
@@ -147,7 +155,11 @@ func (c *Config) validate() []string {
 			add("metrics.address", "%q: host must be an IP address or localhost", a)
 		}
 	}
-	return append(problems, handlers.Validate(c.Handlers, c.Routing)...)
+	problems = append(problems, handlers.Validate(c.Handlers, c.Routing)...)
+	if c.Images.Pulls != nil {
+		problems = append(problems, c.Images.Pulls.Validate()...)
+	}
+	return problems
 }
 
 func (c *Config) socketMode() (os.FileMode, error) {

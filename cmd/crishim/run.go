@@ -209,6 +209,7 @@ func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		return err
 	}
 	opts := []shim.Option{shim.WithMethods(methods), interceptors.Chain(log, methods, m)}
+	var drains []func() // called when shutdown begins
 	var inventory *handlers.Inventory
 	if len(cfg.Handlers) > 0 {
 		hm, err := handlers.NewMetrics(reg)
@@ -219,6 +220,17 @@ func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		router := handlers.NewRouter(cfg.Handlers, cfg.Routing)
 		inventory = handlers.NewInventory(log, hm, router.Known(), handlers.DefaultResyncInterval)
 		opts = append(opts, shim.WithHandlers(handlers.NewSandboxRunner(router, inventory, hm, log).Handler()))
+	}
+	if pc := cfg.Images.Pulls; pc != nil {
+		pm, err := handlers.NewPullMetrics(reg)
+		if err != nil {
+			l.Close()
+			return err
+		}
+		sched := handlers.NewPullScheduler(pc.Limits(), pc.Dedup(), pm)
+		defer sched.Close()
+		drains = append(drains, sched.Drain)
+		opts = append(opts, shim.WithHandlers(handlers.NewImagePuller(sched, pc.PriorityNamespaces, log).Handler()))
 	}
 	srv, err := shim.New(cfg.shimConfig(), opts...)
 	if err != nil {
@@ -272,6 +284,9 @@ func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	case <-ctx.Done():
 	}
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+	for _, drain := range drains {
+		drain()
+	}
 	grace := cfg.gracePeriod()
 	log.WithField("grace_period", grace.String()).Info("shutting down: no new calls, waiting for in-flight calls")
 	sctx, cancel := context.WithTimeout(context.Background(), grace)

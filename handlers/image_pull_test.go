@@ -1,0 +1,114 @@
+package handlers_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/handlers"
+	"github.com/crishim/crishim/test/fakecri"
+)
+
+func newPullEnv(t *testing.T, limits handlers.PullLimits, log *logrus.Logger) *crishimEnv {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := handlers.NewPullMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched := handlers.NewPullScheduler(limits, true, m)
+	t.Cleanup(sched.Close)
+	if log == nil {
+		log = discardLogger()
+	}
+	return newCrishimEnv(t, nil, reg, handlers.NewImagePuller(sched, []string{"kube-system"}, log).Handler())
+}
+
+func pull(image, user string) *runtimeapi.PullImageRequest {
+	r := &runtimeapi.PullImageRequest{
+		Image:         &runtimeapi.ImageSpec{Image: image},
+		SandboxConfig: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "default"}},
+	}
+	if user != "" {
+		r.Auth = &runtimeapi.AuthConfig{Username: user, Password: "pw-" + user}
+	}
+	return r
+}
+
+// TestPullsThroughCrishim sends concurrent pulls through crishim to a slow
+// fake runtime: identical ones with the same credentials share one upstream
+// call, other credentials or none never do, and every caller gets the answer.
+func TestPullsThroughCrishim(t *testing.T) {
+	e := newPullEnv(t, handlers.PullLimits{MaxParallel: 4}, nil)
+	e.fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{
+		Delay: 300 * time.Millisecond, Response: &runtimeapi.PullImageResponse{ImageRef: "sha256:feed"},
+	})
+	reqs := []*runtimeapi.PullImageRequest{}
+	for range 16 {
+		reqs = append(reqs, pull("busybox", "alice")) // normalized to docker.io/library/busybox:latest
+	}
+	reqs = append(reqs, pull("docker.io/library/busybox:latest", "alice"), pull("busybox", "bob"), pull("busybox", ""), pull("busybox", ""))
+	var wg sync.WaitGroup
+	errs := make([]error, len(reqs))
+	refs := make([]string, len(reqs))
+	for i, r := range reqs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := e.ic.PullImage(context.Background(), r)
+			errs[i], refs[i] = err, resp.GetImageRef()
+		}()
+	}
+	wg.Wait()
+	for i := range reqs {
+		if errs[i] != nil || refs[i] != "sha256:feed" {
+			t.Errorf("pull %d: %q, %v", i, refs[i], errs[i])
+		}
+	}
+	calls := e.fake.Calls(runtimeapi.ImageService_PullImage_FullMethodName)
+	if len(calls) != 3 {
+		t.Fatalf("%d upstream pulls, want 3 (alice, bob, anonymous)", len(calls))
+	}
+	users := map[string]bool{}
+	for _, c := range calls {
+		r := &runtimeapi.PullImageRequest{}
+		if err := proto.Unmarshal(c.Request, r); err != nil {
+			t.Fatal(err)
+		}
+		users[r.GetAuth().GetUsername()] = true
+	}
+	if !users["alice"] || !users["bob"] || !users[""] {
+		t.Errorf("upstream pulls carried credentials of %v; each identity needs its own pull", users)
+	}
+}
+
+func TestPullErrorsAndBadInput(t *testing.T) {
+	var logs strings.Builder
+	log := logrus.New()
+	log.SetOutput(&logs)
+	log.SetLevel(logrus.TraceLevel)
+	e := newPullEnv(t, handlers.PullLimits{MaxParallel: 1}, log)
+	want := status.New(codes.Unknown, "failed to pull and unpack image \"docker.io/library/nope:latest\": 401 Unauthorized")
+	e.fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Err: want.Err()})
+	_, err := e.ic.PullImage(context.Background(), pull("nope", "carol"))
+	if st := status.Convert(err); st.Code() != want.Code() || st.Message() != want.Message() {
+		t.Errorf("got %v, want the runtime's error unchanged", err)
+	}
+	for _, bad := range []*runtimeapi.PullImageRequest{{}, {Image: &runtimeapi.ImageSpec{}}} {
+		if _, err := e.ic.PullImage(context.Background(), bad); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("pull %v: got %v, want InvalidArgument", bad, err)
+		}
+	}
+	if !strings.Contains(logs.String(), "image pull failed") || strings.Contains(logs.String(), "pw-carol") {
+		t.Errorf("log: %s", logs.String())
+	}
+}
