@@ -18,25 +18,49 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/handlers/credentials"
 	"github.com/crishim/crishim/shim"
 )
 
-// ImagePuller intercepts PullImage: it schedules the pull (serial or
-// parallel, per-registry limits, priority namespaces) and merges identical
-// concurrent pulls that carry the same credentials.
+// ImagePuller intercepts PullImage: it injects node credentials where the
+// request carries none (docker config files, credential-provider plugins,
+// within the namespace policy), schedules the pull (serial or parallel,
+// per-registry limits, priority namespaces) and merges identical concurrent
+// pulls that carry the same credentials.
 type ImagePuller struct {
-	sched    *PullScheduler
+	sched    *PullScheduler // nil: no scheduling, pulls go straight through
 	priority []string
+	creds    credentials.Provider // nil: no injection
+	policy   CredentialPolicy
+	metrics  *CredentialMetrics
 	log      logrus.FieldLogger
 	salt     []byte
 }
 
-// NewImagePuller returns the PullImage handler. Pulls for pods in priority
-// namespaces (exact names) go before all others.
-func NewImagePuller(sched *PullScheduler, priorityNamespaces []string, log logrus.FieldLogger) *ImagePuller {
+// PullerOption configures an ImagePuller.
+type PullerOption func(*ImagePuller)
+
+// WithScheduler schedules pulls; pulls for pods in priorityNamespaces
+// (exact names) go before all others.
+func WithScheduler(s *PullScheduler, priorityNamespaces []string) PullerOption {
+	return func(p *ImagePuller) { p.sched, p.priority = s, priorityNamespaces }
+}
+
+// WithCredentials injects node credentials from provider into pulls that
+// carry none, for the namespaces policy allows.
+func WithCredentials(provider credentials.Provider, policy CredentialPolicy, m *CredentialMetrics) PullerOption {
+	return func(p *ImagePuller) { p.creds, p.policy, p.metrics = provider, policy, m }
+}
+
+// NewImagePuller returns the PullImage handler.
+func NewImagePuller(log logrus.FieldLogger, opts ...PullerOption) *ImagePuller {
 	salt := make([]byte, 32)
 	_, _ = rand.Read(salt)
-	return &ImagePuller{sched: sched, priority: priorityNamespaces, log: log, salt: salt}
+	p := &ImagePuller{log: log, salt: salt}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
 }
 
 // Handler returns the typed handler to register with the shim.
@@ -44,22 +68,78 @@ func (p *ImagePuller) Handler() shim.Handler {
 	return shim.Intercept(runtimeapi.ImageService_PullImage_FullMethodName, p.PullImage)
 }
 
-// PullImage schedules one pull.
-func (p *ImagePuller) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest,
-	next shim.Next[*runtimeapi.PullImageRequest, *runtimeapi.PullImageResponse]) (*runtimeapi.PullImageResponse, error) {
+// pullNext is the upstream PullImage.
+type pullNext = shim.Next[*runtimeapi.PullImageRequest, *runtimeapi.PullImageResponse]
+
+// PullImage injects credentials and schedules one pull.
+func (p *ImagePuller) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest, next pullNext) (*runtimeapi.PullImageResponse, error) {
 	image := req.GetImage().GetImage()
 	if image == "" {
 		return nil, status.Error(codes.InvalidArgument, "crishim: PullImage needs image.image, the reference to pull")
 	}
 	ref := ParseImage(image)
 	ns := req.GetSandboxConfig().GetMetadata().GetNamespace()
+	if p.creds == nil || hasAuth(req.GetAuth()) {
+		// The pod's own pull secret (or no injection configured) wins.
+		source := "none"
+		if hasAuth(req.GetAuth()) {
+			source = "request"
+		}
+		resp, err := p.pull(ctx, req, ref, ns, source, next)
+		p.countCredential(ref.Registry, source, err)
+		return resp, err
+	}
+	creds := p.creds.Lookup(ctx, image)
+	if len(creds) > 0 && !p.policy.Allows(ref.Registry, ns) {
+		p.metrics.results.WithLabelValues(ref.Registry, "policy", "denied").Inc()
+		p.log.WithFields(logrus.Fields{"image": image, "registry": ref.Registry, "namespace": ns, "credentials": len(creds)}).
+			Info("node credentials withheld by images.credentials.policy; pulling without them")
+		creds = nil
+	}
+	if len(creds) == 0 {
+		resp, err := p.pull(ctx, req, ref, ns, "none", next)
+		p.countCredential(ref.Registry, "none", err)
+		return resp, err
+	}
+	// The kubelet's order: each matching credential in turn until one works.
+	var lastErr error
+	for i, c := range creds {
+		r := proto.Clone(req).(*runtimeapi.PullImageRequest)
+		// server_address stays empty: containerd ignores credentials whose
+		// server_address host differs from the registry's.
+		r.Auth = &runtimeapi.AuthConfig{Username: c.Username, Password: c.Password}
+		resp, err := p.pull(ctx, r, ref, ns, c.Source, next)
+		p.countCredential(ref.Registry, c.Source, err)
+		if err == nil {
+			return resp, nil
+		}
+		lastErr = err
+		if !isAuthFailure(err) || ctx.Err() != nil {
+			break
+		}
+		if i < len(creds)-1 {
+			p.log.WithFields(logrus.Fields{"image": image, "source": c.Source, "pattern": c.Pattern}).
+				Info("registry refused a node credential; trying the next one")
+		}
+	}
+	return nil, lastErr // the runtime's last error, unchanged
+}
+
+// pull runs one upstream pull, through the scheduler when there is one.
+func (p *ImagePuller) pull(ctx context.Context, req *runtimeapi.PullImageRequest, ref ImageRef, ns, source string, next pullNext) (*runtimeapi.PullImageResponse, error) {
+	start := time.Now()
+	fields := logrus.Fields{"image": req.GetImage().GetImage(), "registry": ref.Registry, "namespace": ns, "credentials": source}
+	if p.sched == nil {
+		resp, err := next(ctx, req)
+		p.logPull(fields, start, PullResult{Err: err})
+		return resp, err
+	}
 	key := PullKey{
 		Image:       ref.Name,
 		Handler:     req.GetImage().GetRuntimeHandler(),
 		Annotations: annotationsKey(req.GetImage().GetAnnotations()),
 		Credentials: p.fingerprint(req.GetAuth()),
 	}
-	start := time.Now()
 	md, _ := metadata.FromIncomingContext(ctx)
 	// The upstream call carries the first caller's request metadata but
 	// runs on the scheduler's context, so it outlives that caller when
@@ -68,17 +148,64 @@ func (p *ImagePuller) PullImage(ctx context.Context, req *runtimeapi.PullImageRe
 	r := p.sched.Pull(ctx, key, ref.Registry, slices.Contains(p.priority, ns), fnCtx, func(ctx context.Context) (proto.Message, error) {
 		return next(ctx, req)
 	})
-	fields := logrus.Fields{
-		"image": image, "registry": ref.Registry, "namespace": ns, "shared": r.Shared,
-		"wait": r.Wait.Round(time.Millisecond).String(), "duration": time.Since(start).Round(time.Millisecond).String(),
-		"result": status.Code(r.Err).String(),
-	}
+	p.logPull(fields, start, r)
 	if r.Err != nil {
-		p.log.WithFields(fields).WithField("error", status.Convert(r.Err).Message()).Info("image pull failed")
 		return nil, r.Err
 	}
-	p.log.WithFields(fields).Info("image pulled")
 	return r.Response.(*runtimeapi.PullImageResponse), nil
+}
+
+func (p *ImagePuller) logPull(fields logrus.Fields, start time.Time, r PullResult) {
+	fields["shared"] = r.Shared
+	fields["wait"] = r.Wait.Round(time.Millisecond).String()
+	fields["duration"] = time.Since(start).Round(time.Millisecond).String()
+	fields["result"] = status.Code(r.Err).String()
+	if r.Err != nil {
+		p.log.WithFields(fields).WithField("error", status.Convert(r.Err).Message()).Info("image pull failed")
+		return
+	}
+	p.log.WithFields(fields).Info("image pulled")
+}
+
+func (p *ImagePuller) countCredential(registry, source string, err error) {
+	if p.metrics == nil {
+		return
+	}
+	result := "success"
+	switch {
+	case err == nil:
+	case isAuthFailure(err):
+		result = "auth_failed"
+	default:
+		result = "error"
+	}
+	p.metrics.results.WithLabelValues(registry, source, result).Inc()
+}
+
+func hasAuth(a *runtimeapi.AuthConfig) bool {
+	return a != nil && !proto.Equal(a, &runtimeapi.AuthConfig{})
+}
+
+// authFailureHints are how runtimes word a registry's refusal: containerd
+// passes the registry's status line ("401 Unauthorized", "403 Forbidden"),
+// CRI-O and registries their own text.
+var authFailureHints = []string{
+	"401 unauthorized", "403 forbidden", "unauthorized", "authentication required",
+	"access denied", "denied: ", "may require authorization", "authorization failed",
+}
+
+// isAuthFailure reports whether a pull failed because the registry refused
+// the credentials, the one failure another credential may cure.
+func isAuthFailure(err error) bool {
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return true
+	case codes.Canceled, codes.DeadlineExceeded, codes.OK:
+		return false
+	}
+	msg := strings.ToLower(st.Message())
+	return slices.ContainsFunc(authFailureHints, func(h string) bool { return strings.Contains(msg, h) })
 }
 
 // fingerprint identifies a credential without revealing it: an HMAC under a

@@ -30,7 +30,7 @@ func newPullEnv(t *testing.T, limits handlers.PullLimits, log *logrus.Logger) *c
 	if log == nil {
 		log = discardLogger()
 	}
-	return newCrishimEnv(t, nil, reg, handlers.NewImagePuller(sched, []string{"kube-system"}, log).Handler())
+	return newCrishimEnv(t, nil, reg, handlers.NewImagePuller(log, handlers.WithScheduler(sched, []string{"kube-system"})).Handler())
 }
 
 func pull(image, user string) *runtimeapi.PullImageRequest {

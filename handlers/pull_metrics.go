@@ -57,3 +57,22 @@ func NewPullMetrics(reg prometheus.Registerer) (*PullMetrics, error) {
 	}
 	return m, nil
 }
+
+// CredentialMetrics count credential use by registry host, source
+// (request, none, dockerconfig, plugin:NAME, policy) and result; never a
+// user name or secret.
+type CredentialMetrics struct {
+	results *prometheus.CounterVec
+}
+
+// NewCredentialMetrics creates the metrics and registers them with reg.
+func NewCredentialMetrics(reg prometheus.Registerer) (*CredentialMetrics, error) {
+	m := &CredentialMetrics{results: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "crishim", Subsystem: "image_pull", Name: "credentials_total",
+		Help: "Pull attempts by registry host, credential source (request, none, dockerconfig, plugin:NAME; policy for withheld credentials) and result (success, auth_failed, error, denied).",
+	}, []string{"registry", "source", "result"})}
+	if err := reg.Register(m.results); err != nil {
+		return nil, err
+	}
+	return m, nil
+}

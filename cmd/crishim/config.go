@@ -16,6 +16,7 @@ import (
 
 	"github.com/crishim/crishim/handlers"
 	"github.com/crishim/crishim/shim"
+	"github.com/crishim/crishim/shim/config"
 )
 
 // DefaultConfigPath is read when --config is not given; it may be absent.
@@ -43,6 +44,8 @@ type Config struct {
 type ImagesConfig struct {
 	// Pulls schedules and de-duplicates pulls.
 	Pulls *handlers.PullConfig `json:"pulls,omitempty"`
+	// Credentials injects node registry credentials.
+	Credentials *handlers.CredentialsConfig `json:"credentials,omitempty"`
 }
 
 // ListenConfig is the socket crishim serves the kubelet on.
@@ -93,11 +96,11 @@ func loadConfig(path string, optional bool) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	if problems := checkDocument(data, cfg); len(problems) > 0 {
-		return nil, fmt.Errorf("config %s:\n  %s", path, strings.Join(problems, "\n  "))
+	if problems := config.Check(data, cfg); len(problems) > 0 {
+		return nil, fmt.Errorf("config %s:\n  %s", path, strings.Join(config.Strings(problems), "\n  "))
 	}
-	// checkDocument found every problem the strict decoder could meet; this
-	// error is a backstop.
+	// Check found every problem the strict decoder could meet; this error
+	// is a backstop.
 	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -158,6 +161,9 @@ func (c *Config) validate() []string {
 	problems = append(problems, handlers.Validate(c.Handlers, c.Routing)...)
 	if c.Images.Pulls != nil {
 		problems = append(problems, c.Images.Pulls.Validate()...)
+	}
+	if c.Images.Credentials != nil {
+		problems = append(problems, c.Images.Credentials.Validate()...)
 	}
 	return problems
 }

@@ -221,6 +221,7 @@ func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		inventory = handlers.NewInventory(log, hm, router.Known(), handlers.DefaultResyncInterval)
 		opts = append(opts, shim.WithHandlers(handlers.NewSandboxRunner(router, inventory, hm, log).Handler()))
 	}
+	var pullerOpts []handlers.PullerOption
 	if pc := cfg.Images.Pulls; pc != nil {
 		pm, err := handlers.NewPullMetrics(reg)
 		if err != nil {
@@ -230,7 +231,23 @@ func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		sched := handlers.NewPullScheduler(pc.Limits(), pc.Dedup(), pm)
 		defer sched.Close()
 		drains = append(drains, sched.Drain)
-		opts = append(opts, shim.WithHandlers(handlers.NewImagePuller(sched, pc.PriorityNamespaces, log).Handler()))
+		pullerOpts = append(pullerOpts, handlers.WithScheduler(sched, pc.PriorityNamespaces))
+	}
+	if cc := cfg.Images.Credentials; cc != nil {
+		provider, err := handlers.NewCredentialProvider(cc, log)
+		if err != nil {
+			l.Close()
+			return err
+		}
+		cm, err := handlers.NewCredentialMetrics(reg)
+		if err != nil {
+			l.Close()
+			return err
+		}
+		pullerOpts = append(pullerOpts, handlers.WithCredentials(provider, cc.Policy, cm))
+	}
+	if len(pullerOpts) > 0 {
+		opts = append(opts, shim.WithHandlers(handlers.NewImagePuller(log, pullerOpts...).Handler()))
 	}
 	srv, err := shim.New(cfg.shimConfig(), opts...)
 	if err != nil {

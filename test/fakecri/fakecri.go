@@ -46,6 +46,9 @@ type Script struct {
 	Header, Trailer metadata.MD
 	// Delay is waited (or cut short by the caller's cancellation) first.
 	Delay time.Duration
+	// Respond, when set, answers a unary call from its decoded request,
+	// after Delay; Response and Err are then ignored.
+	Respond func(req proto.Message) (proto.Message, error)
 }
 
 // Call is one call the fake received.
@@ -183,6 +186,9 @@ func (s *Server) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo,
 	}
 	if len(sc.Trailer) > 0 {
 		_ = grpc.SetTrailer(ctx, sc.Trailer)
+	}
+	if sc.Respond != nil {
+		return sc.Respond(req.(proto.Message))
 	}
 	if sc.Err != nil {
 		return nil, sc.Err

@@ -1,4 +1,8 @@
-package main
+// Package config checks crishim's YAML files strictly before they are
+// decoded: every unknown key and every value of the wrong type is reported by
+// its dotted path ("listen.mode", "providers[1].matchImages[0]"), all at once,
+// so an operator fixes a file in one go instead of one error per restart.
+package config
 
 import (
 	"encoding"
@@ -12,22 +16,47 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// checkDocument walks a YAML document against the Go type it will be decoded
-// into and returns every unknown key and every value that does not decode,
-// each by its dotted path ("listen.mode: ..."), so an operator sees all the
-// problems of a file at once and where each one is.
-func checkDocument(data []byte, into any) []string {
+// Problem is one thing wrong in a document.
+type Problem struct {
+	// Path locates it: "listen.mode", "handlers[1].overhead.cpu"; empty for
+	// the document as a whole.
+	Path string
+	// Msg says what is wrong: "unknown key", "want a string, got a list".
+	Msg string
+}
+
+func (p Problem) String() string {
+	if p.Path == "" {
+		return p.Msg
+	}
+	return p.Path + ": " + p.Msg
+}
+
+// Check walks a YAML (or JSON) document against the Go type it will be
+// decoded into and returns every unknown key and every value that does not
+// decode into its field's type. A document without problems decodes with
+// sigs.k8s.io/yaml's strict decoder.
+func Check(data []byte, into any) []Problem {
 	j, err := yaml.YAMLToJSON(data)
 	if err != nil {
-		return []string{"not valid YAML: " + strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")}
+		return []Problem{{Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")}}
 	}
 	var doc any
 	if err := json.Unmarshal(j, &doc); err != nil {
-		return []string{err.Error()}
+		return []Problem{{Msg: err.Error()}}
 	}
-	var problems []string
+	var problems []Problem
 	walkDocument("", doc, reflect.TypeOf(into), &problems)
 	return problems
+}
+
+// Strings formats problems one per entry.
+func Strings(problems []Problem) []string {
+	out := make([]string, len(problems))
+	for i, p := range problems {
+		out[i] = p.String()
+	}
+	return out
 }
 
 var (
@@ -35,7 +64,7 @@ var (
 	textUnmarshaler = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
 )
 
-func walkDocument(path string, v any, t reflect.Type, problems *[]string) {
+func walkDocument(path string, v any, t reflect.Type, problems *[]Problem) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -47,10 +76,10 @@ func walkDocument(path string, v any, t reflect.Type, problems *[]string) {
 	case t.Kind() == reflect.Struct && !custom:
 		m, ok := v.(map[string]any)
 		if !ok {
-			*problems = append(*problems, fmt.Sprintf("%s: want a mapping of keys, got %s", orTop(path), kindOf(v)))
+			*problems = append(*problems, Problem{path, "want a mapping of keys, got " + kindOf(v)})
 			return
 		}
-		fields := jsonFields(t)
+		fields := JSONFields(t)
 		keys := make([]string, 0, len(m))
 		for k := range m {
 			keys = append(keys, k)
@@ -59,7 +88,7 @@ func walkDocument(path string, v any, t reflect.Type, problems *[]string) {
 		for _, k := range keys {
 			ft, ok := fields[k]
 			if !ok {
-				*problems = append(*problems, fmt.Sprintf("%s: unknown key", join(path, k)))
+				*problems = append(*problems, Problem{join(path, k), "unknown key"})
 				continue
 			}
 			walkDocument(join(path, k), m[k], ft, problems)
@@ -67,7 +96,7 @@ func walkDocument(path string, v any, t reflect.Type, problems *[]string) {
 	case t.Kind() == reflect.Slice && !custom && t.Elem().Kind() != reflect.Uint8:
 		l, ok := v.([]any)
 		if !ok {
-			*problems = append(*problems, fmt.Sprintf("%s: want a list, got %s", orTop(path), kindOf(v)))
+			*problems = append(*problems, Problem{path, "want a list, got " + kindOf(v)})
 			return
 		}
 		for i, e := range l {
@@ -76,7 +105,7 @@ func walkDocument(path string, v any, t reflect.Type, problems *[]string) {
 	case t.Kind() == reflect.Map && !custom:
 		m, ok := v.(map[string]any)
 		if !ok {
-			*problems = append(*problems, fmt.Sprintf("%s: want a mapping, got %s", orTop(path), kindOf(v)))
+			*problems = append(*problems, Problem{path, "want a mapping, got " + kindOf(v)})
 			return
 		}
 		for k, e := range m {
@@ -85,14 +114,14 @@ func walkDocument(path string, v any, t reflect.Type, problems *[]string) {
 	default:
 		b, _ := json.Marshal(v)
 		if err := json.Unmarshal(b, reflect.New(t).Interface()); err != nil {
-			*problems = append(*problems, fmt.Sprintf("%s: %s", orTop(path), leafError(err, v)))
+			*problems = append(*problems, Problem{path, leafError(err, v)})
 		}
 	}
 }
 
-// jsonFields maps the JSON names of t's fields, inlined embedded structs
+// JSONFields maps the JSON names of t's fields, inlined embedded structs
 // included, to their types.
-func jsonFields(t reflect.Type) map[string]reflect.Type {
+func JSONFields(t reflect.Type) map[string]reflect.Type {
 	out := map[string]reflect.Type{}
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
@@ -108,7 +137,7 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 			if ft.Kind() == reflect.Pointer {
 				ft = ft.Elem()
 			}
-			for k, v := range jsonFields(ft) {
+			for k, v := range JSONFields(ft) {
 				out[k] = v
 			}
 			continue
@@ -165,11 +194,4 @@ func join(path, key string) string {
 		return key
 	}
 	return path + "." + key
-}
-
-func orTop(path string) string {
-	if path == "" {
-		return "(top level)"
-	}
-	return path
 }

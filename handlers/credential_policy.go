@@ -1,0 +1,137 @@
+package handlers
+
+import (
+	"fmt"
+	"path"
+	"slices"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/crishim/crishim/handlers/credentials"
+)
+
+// CredentialsConfig is images.credentials: where node credentials come from
+// and which namespaces may receive them.
+type CredentialsConfig struct {
+	// DockerConfig reads docker config.json / .dockercfg files.
+	DockerConfig *DockerConfigSource `json:"dockerConfig,omitempty"`
+	// Providers runs the kubelet's credential-provider exec plugins.
+	Providers *ProviderSource `json:"providers,omitempty"`
+	// Policy limits which namespaces receive node credentials, per registry.
+	// The first rule whose registries match the image decides; an image no
+	// rule matches gets credentials in every namespace, as with the kubelet.
+	Policy []CredentialRule `json:"policy,omitempty"`
+}
+
+// DockerConfigSource names the docker config files to read.
+type DockerConfigSource struct {
+	// Paths are the files to read, in order; empty means the kubelet's
+	// search list under KubeletRootDir.
+	Paths []string `json:"paths,omitempty"`
+	// KubeletRootDir is the kubelet's --root-dir (default /var/lib/kubelet).
+	KubeletRootDir string `json:"kubeletRootDir,omitempty"`
+}
+
+// ProviderSource is the kubelet's own credential-provider configuration.
+type ProviderSource struct {
+	// Config is a CredentialProviderConfig file (the kubelet's
+	// --image-credential-provider-config).
+	Config string `json:"config"`
+	// BinDir holds the plugin binaries (the kubelet's
+	// --image-credential-provider-bin-dir).
+	BinDir string `json:"binDir"`
+}
+
+// CredentialRule says which namespaces may receive node credentials for
+// images from some registries.
+type CredentialRule struct {
+	// Registries are registry host globs ("registry.example",
+	// "*.corp.example", "*" for all).
+	Registries []string `json:"registries"`
+	// Namespaces may receive the credentials (exact names or globs); an
+	// empty list means none may.
+	Namespaces []string `json:"namespaces,omitempty"`
+}
+
+// CredentialPolicy decides whether a namespace may receive node credentials
+// for a registry.
+type CredentialPolicy []CredentialRule
+
+// Allows reports whether pods of namespace may pull from registry with node
+// credentials.
+func (p CredentialPolicy) Allows(registry, namespace string) bool {
+	for _, r := range p {
+		if slices.ContainsFunc(r.Registries, func(pat string) bool { return glob(pat, registry) }) {
+			return slices.ContainsFunc(r.Namespaces, func(pat string) bool { return glob(pat, namespace) })
+		}
+	}
+	return true
+}
+
+// Validate returns every problem of images.credentials.
+func (c *CredentialsConfig) Validate() []string {
+	var problems []string
+	if c.DockerConfig == nil && c.Providers == nil {
+		problems = append(problems, "images.credentials: set dockerConfig, providers or both")
+	}
+	if p := c.Providers; p != nil {
+		if p.Config == "" || !path.IsAbs(p.Config) {
+			problems = append(problems, fmt.Sprintf("images.credentials.providers.config: %q must be an absolute path to a CredentialProviderConfig file", p.Config))
+		}
+		if p.BinDir == "" || !path.IsAbs(p.BinDir) {
+			problems = append(problems, fmt.Sprintf("images.credentials.providers.binDir: %q must be an absolute directory", p.BinDir))
+		}
+	}
+	if d := c.DockerConfig; d != nil {
+		for i, p := range d.Paths {
+			if !path.IsAbs(p) {
+				problems = append(problems, fmt.Sprintf("images.credentials.dockerConfig.paths[%d]: %q must be absolute", i, p))
+			}
+		}
+	}
+	for i, r := range c.Policy {
+		key := fmt.Sprintf("images.credentials.policy[%d]", i)
+		if len(r.Registries) == 0 {
+			problems = append(problems, key+": registries must list at least one registry host or glob")
+		}
+		for _, pat := range append(append([]string{}, r.Registries...), r.Namespaces...) {
+			if _, err := path.Match(pat, ""); err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %q is not a valid glob", key, pat))
+			}
+		}
+	}
+	return problems
+}
+
+// DefaultKubeletRootDir is the kubelet's default --root-dir, the first place
+// it looks for config.json.
+const DefaultKubeletRootDir = "/var/lib/kubelet"
+
+// NewCredentialProvider builds the configured credential sources in the
+// kubelet's order: docker config files first, then plugins.
+func NewCredentialProvider(c *CredentialsConfig, log logrus.FieldLogger) (credentials.Provider, error) {
+	var providers []credentials.Provider
+	if d := c.DockerConfig; d != nil {
+		paths := d.Paths
+		if len(paths) == 0 {
+			root := d.KubeletRootDir
+			if root == "" {
+				root = DefaultKubeletRootDir
+			}
+			paths = credentials.DefaultDockerConfigPaths(root)
+		}
+		providers = append(providers, credentials.NewDockerConfig(paths, log))
+	}
+	if p := c.Providers; p != nil {
+		cfg, err := credentials.LoadPluginConfig(p.Config)
+		if err != nil {
+			return nil, fmt.Errorf("images.credentials.providers.config: %w", err)
+		}
+		plugins, err := credentials.NewPlugins(cfg, p.BinDir, log)
+		if err != nil {
+			return nil, fmt.Errorf("images.credentials.providers: %w", err)
+		}
+		providers = append(providers, plugins)
+	}
+	return credentials.Chain(providers...), nil
+}

@@ -1,0 +1,215 @@
+package handlers_test
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/handlers"
+	"github.com/crishim/crishim/handlers/credentials"
+	"github.com/crishim/crishim/test/fakecri"
+)
+
+// staticProvider hands out fixed credentials and counts lookups.
+type staticProvider struct {
+	creds   []credentials.Credential
+	lookups atomic.Int32
+}
+
+func (p *staticProvider) Lookup(context.Context, string) []credentials.Credential {
+	p.lookups.Add(1)
+	return p.creds
+}
+
+const (
+	goodPassword = "g00d-Secret-pw"
+	badPassword  = "wr0ng-Secret-pw"
+)
+
+// registry answers like containerd in front of an htpasswd registry: only
+// robot/goodPassword may pull.
+func registry(req proto.Message) (proto.Message, error) {
+	a := req.(*runtimeapi.PullImageRequest).GetAuth()
+	if a.GetUsername() == "robot" && a.GetPassword() == goodPassword && a.GetServerAddress() == "" {
+		return &runtimeapi.PullImageResponse{ImageRef: "sha256:private"}, nil
+	}
+	return nil, status.Error(codes.Unknown, `failed to pull and unpack image "registry.example/private/app:1": failed to resolve reference "registry.example/private/app:1": pulling from host registry.example failed with status code [manifests 1]: 401 Unauthorized`)
+}
+
+type credEnv struct {
+	*crishimEnv
+	provider *staticProvider
+	logs     *strings.Builder
+}
+
+func newCredEnv(t *testing.T, creds []credentials.Credential, policy handlers.CredentialPolicy, sched bool) *credEnv {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	cm, err := handlers.NewCredentialMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &strings.Builder{}
+	log := logrus.New()
+	log.SetOutput(logs)
+	log.SetLevel(logrus.TraceLevel)
+	p := &staticProvider{creds: creds}
+	opts := []handlers.PullerOption{handlers.WithCredentials(p, policy, cm)}
+	if sched {
+		pm, err := handlers.NewPullMetrics(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := handlers.NewPullScheduler(handlers.PullLimits{MaxParallel: 2}, true, pm)
+		t.Cleanup(s.Close)
+		opts = append(opts, handlers.WithScheduler(s, nil))
+	}
+	e := &credEnv{crishimEnv: newCrishimEnv(t, func(f *fakecri.Server) {
+		f.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Respond: registry})
+	}, reg, handlers.NewImagePuller(log, opts...).Handler()), provider: p, logs: logs}
+	return e
+}
+
+func privatePull(ns string, auth *runtimeapi.AuthConfig) *runtimeapi.PullImageRequest {
+	return &runtimeapi.PullImageRequest{
+		Image:         &runtimeapi.ImageSpec{Image: "registry.example/private/app:1"},
+		Auth:          auth,
+		SandboxConfig: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: ns}},
+	}
+}
+
+func upstreamAuths(t *testing.T, f *fakecri.Server) []string {
+	t.Helper()
+	var out []string
+	for _, c := range f.Calls(runtimeapi.ImageService_PullImage_FullMethodName) {
+		r := &runtimeapi.PullImageRequest{}
+		if err := proto.Unmarshal(c.Request, r); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r.GetAuth().GetUsername()+":"+r.GetAuth().GetPassword())
+	}
+	return out
+}
+
+var (
+	wrong = credentials.Credential{Username: "robot", Password: badPassword, Source: "dockerconfig", Pattern: "registry.example/private"}
+	right = credentials.Credential{Username: "robot", Password: goodPassword, Source: "plugin:ecr", Pattern: "*.example"}
+)
+
+func TestCredentialInjection(t *testing.T) {
+	tests := []struct {
+		desc      string
+		creds     []credentials.Credential
+		policy    handlers.CredentialPolicy
+		ns        string
+		auth      *runtimeapi.AuthConfig
+		sched     bool
+		wantCode  codes.Code
+		wantCalls []string
+	}{
+		{desc: "wrong then right: success on the second attempt", creds: []credentials.Credential{wrong, right}, ns: "team-a",
+			wantCode: codes.OK, wantCalls: []string{"robot:" + badPassword, "robot:" + goodPassword}},
+		{desc: "the same through the scheduler", creds: []credentials.Credential{wrong, right}, ns: "team-a", sched: true,
+			wantCode: codes.OK, wantCalls: []string{"robot:" + badPassword, "robot:" + goodPassword}},
+		{desc: "all wrong: the runtime's last error", creds: []credentials.Credential{wrong, wrong}, ns: "team-a",
+			wantCode: codes.Unknown, wantCalls: []string{"robot:" + badPassword, "robot:" + badPassword}},
+		{desc: "no node credentials: one anonymous pull", creds: nil, ns: "team-a",
+			wantCode: codes.Unknown, wantCalls: []string{":"}},
+		{desc: "the pod's own secret wins", creds: []credentials.Credential{wrong}, ns: "team-a", auth: &runtimeapi.AuthConfig{Username: "robot", Password: goodPassword},
+			wantCode: codes.OK, wantCalls: []string{"robot:" + goodPassword}},
+		{desc: "policy allows the namespace", creds: []credentials.Credential{right}, ns: "team-a",
+			policy:   handlers.CredentialPolicy{{Registries: []string{"registry.example"}, Namespaces: []string{"team-*"}}},
+			wantCode: codes.OK, wantCalls: []string{"robot:" + goodPassword}},
+		{desc: "policy withholds from other namespaces", creds: []credentials.Credential{right}, ns: "sandbox",
+			policy:   handlers.CredentialPolicy{{Registries: []string{"registry.example"}, Namespaces: []string{"team-*"}}},
+			wantCode: codes.Unknown, wantCalls: []string{":"}},
+		{desc: "policy for other registries does not apply", creds: []credentials.Credential{right}, ns: "sandbox",
+			policy:   handlers.CredentialPolicy{{Registries: []string{"*.corp.example"}, Namespaces: []string{"team-*"}}},
+			wantCode: codes.OK, wantCalls: []string{"robot:" + goodPassword}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			e := newCredEnv(t, tc.creds, tc.policy, tc.sched)
+			resp, err := e.ic.PullImage(context.Background(), privatePull(tc.ns, tc.auth))
+			if status.Code(err) != tc.wantCode {
+				t.Fatalf("got %v, want %s", err, tc.wantCode)
+			}
+			if err == nil && resp.ImageRef != "sha256:private" {
+				t.Errorf("response %v", resp)
+			}
+			if err != nil {
+				_, want := registry(&runtimeapi.PullImageRequest{})
+				if status.Convert(err).Message() != status.Convert(want).Message() {
+					t.Errorf("error %q is not the runtime's", status.Convert(err).Message())
+				}
+				for _, s := range []string{goodPassword, badPassword} {
+					if strings.Contains(err.Error(), s) {
+						t.Errorf("the error carries a password")
+					}
+				}
+			}
+			if got := upstreamAuths(t, e.fake); strings.Join(got, ",") != strings.Join(tc.wantCalls, ",") {
+				t.Errorf("upstream pulls with %v, want %v", got, tc.wantCalls)
+			}
+			if tc.auth != nil && e.provider.lookups.Load() != 0 {
+				t.Errorf("node credentials were looked up for a pull carrying its own")
+			}
+		})
+	}
+}
+
+func TestNonAuthErrorIsNotRetried(t *testing.T) {
+	e := newCredEnv(t, []credentials.Credential{wrong, right}, nil, false)
+	e.fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Err: status.Error(codes.NotFound, "failed to pull: registry.example/private/app:1: not found")})
+	_, err := e.ic.PullImage(context.Background(), privatePull("a", nil))
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("got %v", err)
+	}
+	if n := len(upstreamAuths(t, e.fake)); n != 1 {
+		t.Errorf("%d upstream attempts for a not-found image, want 1", n)
+	}
+}
+
+// TestCredentialsNeverLeakFromInjection runs every injection path at trace
+// level and looks for the passwords in logs, metrics and errors.
+func TestCredentialsNeverLeakFromInjection(t *testing.T) {
+	for _, sched := range []bool{false, true} {
+		e := newCredEnv(t, []credentials.Credential{wrong, right}, handlers.CredentialPolicy{{Registries: []string{"*"}, Namespaces: []string{"ok"}}}, sched)
+		_, err1 := e.ic.PullImage(context.Background(), privatePull("ok", nil))     // wrong, then right
+		_, err2 := e.ic.PullImage(context.Background(), privatePull("denied", nil)) // withheld by policy
+		e.provider.creds = []credentials.Credential{wrong}
+		_, err3 := e.ic.PullImage(context.Background(), privatePull("ok", nil)) // fails
+		if err1 != nil || err2 == nil || err3 == nil {
+			t.Fatalf("unexpected results %v / %v / %v", err1, err2, err3)
+		}
+		rec := httptest.NewRecorder()
+		promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		metrics := rec.Body.String()
+		if !strings.Contains(metrics, `crishim_image_pull_credentials_total{registry="registry.example",result="auth_failed",source="dockerconfig"}`) ||
+			!strings.Contains(metrics, `crishim_image_pull_credentials_total{registry="registry.example",result="success",source="plugin:ecr"}`) ||
+			!strings.Contains(metrics, `crishim_image_pull_credentials_total{registry="registry.example",result="denied",source="policy"}`) {
+			t.Errorf("credential metrics missing:\n%s", metrics)
+		}
+		logs := e.logs.String()
+		if !strings.Contains(logs, "trying the next one") || !strings.Contains(logs, "withheld") {
+			t.Fatalf("the paths under test did not log; the check would prove nothing:\n%s", logs)
+		}
+		for where, text := range map[string]string{"logs": logs, "metrics": metrics, "errors": err2.Error() + err3.Error()} {
+			for _, s := range []string{goodPassword, badPassword} {
+				if strings.Contains(text, s) {
+					t.Errorf("sched=%v: %s contain a password", sched, where)
+				}
+			}
+		}
+	}
+}
