@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/crishim/crishim/handlers/credentials"
 )
 
 func writeConfig(t *testing.T, body string) string {
@@ -94,6 +96,16 @@ func TestShippedConfigsAreValid(t *testing.T) {
 		if err := run(t.Context(), []string{"validate", "--config", path}, &out, &errb); err != nil {
 			t.Errorf("%s: %v", path, err)
 		}
+	}
+}
+
+func TestShippedCredentialProviderConfigLoads(t *testing.T) {
+	cfg, err := credentials.LoadPluginConfig("../../configs/credential-provider.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Providers) != 1 || cfg.Providers[0].Name != "ecr-credential-provider" {
+		t.Errorf("providers %+v", cfg.Providers)
 	}
 }
 

@@ -100,7 +100,7 @@ func measure(sc scenario, latency time.Duration, images, copies int) (time.Durat
 	defer sched.Close()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	srv, err := shim.New(shim.Config{RuntimeEndpoint: fake.Endpoint()}, shim.WithHandlers(handlers.NewImagePuller(sched, nil, log).Handler()))
+	srv, err := shim.New(shim.Config{RuntimeEndpoint: fake.Endpoint()}, shim.WithHandlers(handlers.NewImagePuller(log, handlers.WithScheduler(sched, nil)).Handler()))
 	if err != nil {
 		return 0, 0, err
 	}
