@@ -1,0 +1,47 @@
+# shellcheck shell=bash
+# conformance.sh: critest v1.34.0, the full suite, directly against containerd and through crishim,
+# then a comparison of the two JUnit reports. Sourced by bed.sh.
+#
+# bed.sh conformance [both|direct|crishim]   (default both; only `both` compares)
+
+# run_critest LABEL SOCKET: one full critest run; the JUnit report goes to $BED_DIR/conformance/LABEL.xml,
+# the wall time in seconds to LABEL.wall
+run_critest() {
+  local label=$1 sock=$2 out=$BED_DIR/conformance start end rc
+  mkdir -p "$out"
+  rm -f "$out/$label.xml"
+  # both runs start from the same image store: critest's image specs count repo tags, and an
+  # image left by another test under a second name makes them fail
+  crictl_to "$CONTAINERD_SOCK" rmi --prune >/dev/null
+  log "critest $CRI_TOOLS_VERSION $label (unix://$sock, ~70-120 s)"
+  start=$(date +%s.%N)
+  set +e
+  (cd "$out" && "$BED_BIN/critest" --runtime-endpoint "unix://$sock" --image-endpoint "unix://$sock" \
+    -ginkgo.no-color -ginkgo.junit-report="$out/$label.xml" >"$out/$label.log" 2>&1)
+  rc=$?
+  set -e
+  end=$(date +%s.%N)
+  grep -E '^(Ran [0-9]+ of|SUCCESS!|FAIL!)' "$out/$label.log" || true
+  [ -s "$out/$label.xml" ] || die "critest $label wrote no report (rc=$rc, log $out/$label.log)"
+  echo "critest $label: rc=$rc, log $out/$label.log, report $out/$label.xml"
+  awk -v s="$start" -v e="$end" 'BEGIN {printf "%.1f\n", e - s}' >"$out/$label.wall"
+}
+
+bed_conformance() {
+  require_root
+  local what=${1:-both}
+  case $what in both|direct|crishim) ;; *) die "conformance: unknown target $what" ;; esac
+  alive "$PID_CONTAINERD" || die "the bed is not up: run '$0 up' first"
+  bed_images
+  if [ "$what" != crishim ]; then run_critest direct "$CONTAINERD_SOCK"; fi
+  if [ "$what" != direct ]; then
+    alive "$PID_CRISHIM" || crishim_up
+    run_critest crishim "$CRISHIM_SOCK"
+  fi
+  [ "$what" = both ] || return 0
+  local out=$BED_DIR/conformance
+  log "compare"
+  (cd "$REPO_ROOT" && ${GO:-go} run ./test/bed/junitcmp \
+    -direct "$out/direct.xml" -direct-wall "$(cat "$out/direct.wall")" \
+    -crishim "$out/crishim.xml" -crishim-wall "$(cat "$out/crishim.wall")")
+}
