@@ -65,6 +65,9 @@ type LogConfig struct {
 type MetricsConfig struct {
 	// Address is HOST:PORT; empty disables the listener.
 	Address *string `json:"address,omitempty"`
+	// Pprof serves Go's profiler at /debug/pprof/ on the same listener. Off
+	// by default: profiles expose memory contents.
+	Pprof bool `json:"pprof,omitempty"`
 }
 
 // minMessageSize is what the kubelet and containerd exchange; a lower limit

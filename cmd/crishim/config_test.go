@@ -161,6 +161,9 @@ func TestDefaultsAndFlags(t *testing.T) {
 	if cfg.Listen.Path != "/run/b.sock" || cfg.RuntimeEndpoint != "unix:///run/crio/crio.sock" || cfg.metricsAddress() != "" || cfg.Log.Level != "debug" {
 		t.Errorf("got %+v", cfg)
 	}
+	if cfg.Metrics.Pprof {
+		t.Error("pprof is on by default")
+	}
 	if cfg.shimConfig().MaxMessageSize != 16<<20 || cfg.gracePeriod().Seconds() != 30 {
 		t.Errorf("defaults lost: %+v", cfg.shimConfig())
 	}

@@ -8,11 +8,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
@@ -190,6 +192,18 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	return serve(ctx, cfg, log)
 }
 
+// withPprof adds Go's profiler endpoints under /debug/pprof/.
+func withPprof(h http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/", h)
+	return mux
+}
+
 // serve runs crishim until ctx ends, then shuts down gracefully.
 func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	mode, _ := cfg.socketMode() // validated
@@ -271,7 +285,11 @@ func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 			l.Close()
 			return fmt.Errorf("metrics.address %s: %w", addr, err)
 		}
-		ops = &http.Server{Handler: srv.OpsHandler(reg)}
+		handler := srv.OpsHandler(reg)
+		if cfg.Metrics.Pprof {
+			handler = withPprof(handler)
+		}
+		ops = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := ops.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.WithError(err).Error("metrics listener failed")

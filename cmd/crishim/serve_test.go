@@ -72,7 +72,7 @@ func TestServeLifecycle(t *testing.T) {
 	defer fake.Stop()
 	sock := filepath.Join(dir, "crishim.sock")
 	metricsAddr := freePort(t)
-	cfg := writeConfig(t, fmt.Sprintf("listen:\n  path: %s\nruntimeEndpoint: %s\nshutdownGracePeriod: 20s\nmetrics:\n  address: %s\nlog:\n  format: json\n", sock, fake.Endpoint(), metricsAddr))
+	cfg := writeConfig(t, fmt.Sprintf("listen:\n  path: %s\nruntimeEndpoint: %s\nshutdownGracePeriod: 20s\nmetrics:\n  address: %s\n  pprof: true\nlog:\n  format: json\n", sock, fake.Endpoint(), metricsAddr))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -107,6 +107,12 @@ func TestServeLifecycle(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Errorf("/readyz = %d", resp.StatusCode)
+	}
+
+	if resp, err := http.Get("http://" + metricsAddr + "/debug/pprof/cmdline"); err != nil || resp.StatusCode != 200 {
+		t.Errorf("/debug/pprof/cmdline with pprof: true: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 
 	// A second crishim on the same socket refuses to start.
