@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/activation"
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -192,6 +193,34 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	return serve(ctx, cfg, log)
 }
 
+// listen returns the socket to serve the kubelet on: the one systemd passed
+// (socket activation, crishim.socket), so that restarts of crishim refuse no
+// connection, else a socket of crishim's own at listen.path.
+func listen(cfg *Config) (l net.Listener, activated bool, err error) {
+	ls, err := activation.Listeners()
+	if err != nil {
+		return nil, false, fmt.Errorf("socket activation (LISTEN_FDS): %w", err)
+	}
+	switch len(ls) {
+	case 0:
+		mode, _ := cfg.socketMode() // validated
+		l, err := shim.Listen(cfg.Listen.Path, mode)
+		return l, false, err
+	case 1:
+		if ls[0] == nil || ls[0].Addr().Network() != "unix" {
+			return nil, false, errors.New("socket activation passed a socket that is not a unix stream socket; crishim.socket needs ListenStream=/run/crishim/crishim.sock")
+		}
+		return ls[0], true, nil
+	default:
+		for _, l := range ls {
+			if l != nil {
+				l.Close()
+			}
+		}
+		return nil, false, fmt.Errorf("socket activation passed %d sockets; crishim.socket must have exactly one ListenStream", len(ls))
+	}
+}
+
 // withPprof adds Go's profiler endpoints under /debug/pprof/.
 func withPprof(h http.Handler) http.Handler {
 	mux := http.NewServeMux()
@@ -206,13 +235,14 @@ func withPprof(h http.Handler) http.Handler {
 
 // serve runs crishim until ctx ends, then shuts down gracefully.
 func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
-	mode, _ := cfg.socketMode() // validated
 	// Listen first: a second crishim must fail before touching anything.
-	l, err := shim.Listen(cfg.Listen.Path, mode)
+	l, activated, err := listen(cfg)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(cfg.Listen.Path)
+	if !activated {
+		defer os.Remove(cfg.Listen.Path)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -302,7 +332,7 @@ func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		imageEP = cfg.RuntimeEndpoint
 	}
 	log.WithFields(logrus.Fields{
-		"listen": cfg.Listen.Path, "runtime_endpoint": cfg.RuntimeEndpoint, "image_endpoint": imageEP,
+		"listen": l.Addr().String(), "socket_activated": activated, "runtime_endpoint": cfg.RuntimeEndpoint, "image_endpoint": imageEP,
 		"metrics_address": cfg.metricsAddress(), "version": shim.Version, "handlers": len(cfg.Handlers), "routing_rules": len(cfg.Routing.Rules),
 	}).Info("crishim serving")
 
