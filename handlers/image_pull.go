@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -29,12 +30,17 @@ import (
 // pulls that carry the same credentials.
 type ImagePuller struct {
 	sched    *PullScheduler // nil: no scheduling, pulls go straight through
-	priority []string
-	creds    credentials.Provider // nil: no injection
-	policy   CredentialPolicy
+	priority atomic.Pointer[[]string]
+	creds    atomic.Pointer[credentialState] // nil: no injection
 	metrics  *CredentialMetrics
 	log      logrus.FieldLogger
 	salt     []byte
+}
+
+// credentialState is what injection uses; a reload swaps it whole.
+type credentialState struct {
+	provider credentials.Provider
+	policy   CredentialPolicy
 }
 
 // PullerOption configures an ImagePuller.
@@ -43,13 +49,28 @@ type PullerOption func(*ImagePuller)
 // WithScheduler schedules pulls; pulls for pods in priorityNamespaces
 // (exact names) go before all others.
 func WithScheduler(s *PullScheduler, priorityNamespaces []string) PullerOption {
-	return func(p *ImagePuller) { p.sched, p.priority = s, priorityNamespaces }
+	return func(p *ImagePuller) {
+		p.sched = s
+		p.SetPriority(priorityNamespaces)
+	}
+}
+
+// SetPriority changes the priority namespaces for pulls that start later.
+func (p *ImagePuller) SetPriority(namespaces []string) { p.priority.Store(&namespaces) }
+
+// SetCredentials changes the credential sources and policy for pulls that
+// start later (on reload).
+func (p *ImagePuller) SetCredentials(provider credentials.Provider, policy CredentialPolicy) {
+	p.creds.Store(&credentialState{provider: provider, policy: policy})
 }
 
 // WithCredentials injects node credentials from provider into pulls that
 // carry none, for the namespaces policy allows.
 func WithCredentials(provider credentials.Provider, policy CredentialPolicy, m *CredentialMetrics) PullerOption {
-	return func(p *ImagePuller) { p.creds, p.policy, p.metrics = provider, policy, m }
+	return func(p *ImagePuller) {
+		p.metrics = m
+		p.SetCredentials(provider, policy)
+	}
 }
 
 // NewImagePuller returns the PullImage handler.
@@ -79,7 +100,8 @@ func (p *ImagePuller) PullImage(ctx context.Context, req *runtimeapi.PullImageRe
 	}
 	ref := ParseImage(image)
 	ns := req.GetSandboxConfig().GetMetadata().GetNamespace()
-	if p.creds == nil || hasAuth(req.GetAuth()) {
+	cs := p.creds.Load()
+	if cs == nil || hasAuth(req.GetAuth()) {
 		// The pod's own pull secret (or no injection configured) wins.
 		source := "none"
 		if hasAuth(req.GetAuth()) {
@@ -89,8 +111,8 @@ func (p *ImagePuller) PullImage(ctx context.Context, req *runtimeapi.PullImageRe
 		p.countCredential(ref.Registry, source, err)
 		return resp, err
 	}
-	creds := p.creds.Lookup(ctx, image)
-	if len(creds) > 0 && !p.policy.Allows(ref.Registry, ns) {
+	creds := cs.provider.Lookup(ctx, image)
+	if len(creds) > 0 && !cs.policy.Allows(ref.Registry, ns) {
 		p.metrics.results.WithLabelValues(ref.Registry, "policy", "denied").Inc()
 		p.log.WithFields(logrus.Fields{"image": image, "registry": ref.Registry, "namespace": ns, "credentials": len(creds)}).
 			Info("node credentials withheld by images.credentials.policy; pulling without them")
@@ -145,7 +167,11 @@ func (p *ImagePuller) pull(ctx context.Context, req *runtimeapi.PullImageRequest
 	// runs on the scheduler's context, so it outlives that caller when
 	// others still wait for it.
 	fnCtx := func(base context.Context) context.Context { return metadata.NewIncomingContext(base, md.Copy()) }
-	r := p.sched.Pull(ctx, key, ref.Registry, slices.Contains(p.priority, ns), fnCtx, func(ctx context.Context) (proto.Message, error) {
+	var priority []string
+	if pp := p.priority.Load(); pp != nil {
+		priority = *pp
+	}
+	r := p.sched.Pull(ctx, key, ref.Registry, slices.Contains(priority, ns), fnCtx, func(ctx context.Context) (proto.Message, error) {
 		return next(ctx, req)
 	})
 	p.logPull(fields, start, r)

@@ -97,7 +97,7 @@ func (inv *Inventory) Resync(ctx context.Context, client runtimeapi.RuntimeServi
 		return err
 	}
 	counts := map[string]float64{}
-	for _, h := range inv.configured {
+	for _, h := range inv.configuredNames() {
 		counts[h] = 0
 	}
 	for _, sb := range list.GetItems() {
@@ -128,7 +128,8 @@ func (inv *Inventory) setReported(reported []string) {
 	if reported == nil {
 		return
 	}
-	for _, h := range inv.configured {
+	inv.metrics.missing.Reset()
+	for _, h := range inv.configuredNames() {
 		if slices.Contains(reported, h) {
 			inv.metrics.missing.WithLabelValues(h).Set(0)
 			continue
@@ -139,6 +140,22 @@ func (inv *Inventory) setReported(reported []string) {
 				Error("configured runtime handler is not reported by the runtime: pods routed to it will be rejected; add it to the runtime's configuration or remove it from crishim's handlers")
 		}
 	}
+}
+
+// SetConfigured changes the configured handler names (on reload).
+func (inv *Inventory) SetConfigured(names []string) {
+	inv.mu.Lock()
+	inv.configured = names
+	reported := inv.reported
+	inv.reported = nil // report missing handlers anew
+	inv.mu.Unlock()
+	inv.setReported(reported)
+}
+
+func (inv *Inventory) configuredNames() []string {
+	inv.mu.RLock()
+	defer inv.mu.RUnlock()
+	return inv.configured
 }
 
 // Reported returns the handlers the runtime reports, and false when it

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -43,7 +44,7 @@ type PullResult struct {
 // pulls into one upstream call.
 type PullScheduler struct {
 	metrics *PullMetrics
-	dedup   bool
+	dedup   atomic.Bool
 
 	root   context.Context
 	cancel context.CancelFunc
@@ -62,13 +63,18 @@ type PullScheduler struct {
 // NewPullScheduler returns a scheduler with the given limits.
 func NewPullScheduler(limits PullLimits, dedup bool, m *PullMetrics) *PullScheduler {
 	root, cancel := context.WithCancel(context.Background())
-	return &PullScheduler{
-		metrics: m, dedup: dedup, root: root, cancel: cancel, draining: make(chan struct{}),
+	s := &PullScheduler{
+		metrics: m, root: root, cancel: cancel, draining: make(chan struct{}),
 		limits: normalizeLimits(limits), perRegistry: map[string]int{},
 		queues:  [2]*list.List{list.New(), list.New()},
 		flights: map[PullKey]*flight{},
 	}
+	s.dedup.Store(dedup)
+	return s
 }
+
+// SetDedup turns de-duplication on or off for pulls that start later.
+func (s *PullScheduler) SetDedup(on bool) { s.dedup.Store(on) }
 
 func normalizeLimits(l PullLimits) PullLimits {
 	if l.MaxParallel < 1 {
@@ -125,7 +131,7 @@ func (s *PullScheduler) Pull(ctx context.Context, key PullKey, registry string, 
 	} else {
 		fctx, cancel := context.WithCancel(fnCtx(s.root))
 		f = &flight{key: key, waiters: 1, cancel: cancel, done: make(chan struct{})}
-		if s.dedup {
+		if s.dedup.Load() {
 			s.flights[key] = f
 		}
 		s.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc/codes"
@@ -19,7 +20,7 @@ import (
 // the handler's overhead and Kata VM size, and records its decision on the
 // sandbox.
 type SandboxRunner struct {
-	router    *Router
+	router    atomic.Pointer[Router]
 	inventory *Inventory
 	metrics   *Metrics
 	log       logrus.FieldLogger
@@ -28,7 +29,16 @@ type SandboxRunner struct {
 // NewSandboxRunner returns the RunPodSandbox handler for a validated
 // configuration.
 func NewSandboxRunner(router *Router, inv *Inventory, m *Metrics, log logrus.FieldLogger) *SandboxRunner {
-	return &SandboxRunner{router: router, inventory: inv, metrics: m, log: log}
+	s := &SandboxRunner{inventory: inv, metrics: m, log: log}
+	s.router.Store(router)
+	return s
+}
+
+// SetRouter swaps the routing configuration (on reload); calls already
+// routing finish with the one they started with.
+func (s *SandboxRunner) SetRouter(r *Router) {
+	s.router.Store(r)
+	s.inventory.SetConfigured(r.Known())
 }
 
 // Handler returns the typed handler to register with the shim.
@@ -45,7 +55,8 @@ func (s *SandboxRunner) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPo
 		return nil, status.Error(codes.InvalidArgument, "crishim: RunPodSandbox needs config.metadata with a name and a namespace to route the pod")
 	}
 	pod := fmt.Sprintf("%s/%s", md.GetNamespace(), md.GetName())
-	d := s.router.Decide(Pod{
+	router := s.router.Load()
+	d := router.Decide(Pod{
 		Namespace:        md.GetNamespace(),
 		Labels:           cfg.GetLabels(),
 		Annotations:      cfg.GetAnnotations(),
@@ -57,7 +68,7 @@ func (s *SandboxRunner) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPo
 		s.log.WithFields(fields).WithField("reason", d.Reason).Info("sandbox denied by routing rule")
 		return nil, status.Errorf(codes.PermissionDenied, "crishim: pod %s denied by routing rule %q: %s", pod, d.Rule, d.Reason)
 	}
-	if err := s.checkKnown(d.Handler, pod); err != nil {
+	if err := s.checkKnown(router, d.Handler, pod); err != nil {
 		s.metrics.decisions.WithLabelValues("unknown", d.Rule, "rejected").Inc()
 		s.log.WithFields(fields).Warn("sandbox rejected: unknown runtime handler")
 		return nil, err
@@ -68,7 +79,7 @@ func (s *SandboxRunner) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPo
 	if cfg.Annotations == nil {
 		cfg.Annotations = map[string]string{}
 	}
-	if h := s.router.Handler(d.Handler); h != nil {
+	if h := router.Handler(d.Handler); h != nil {
 		s.applyHandler(cfg, h, fields)
 	}
 	cfg.Annotations[HandlerAnnotation] = handlerLabel(d.Handler)
@@ -87,14 +98,14 @@ func (s *SandboxRunner) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPo
 // checkKnown refuses a handler crishim is not configured with, and one the
 // runtime does not report where it reports its handlers: such a pod would
 // only fail later, inside the runtime, with a less useful message.
-func (s *SandboxRunner) checkKnown(handler, pod string) error {
+func (s *SandboxRunner) checkKnown(router *Router, handler, pod string) error {
 	if handler == "" {
 		return nil // no default configured: the runtime's own default
 	}
-	if s.router.Handler(handler) == nil {
+	if router.Handler(handler) == nil {
 		return status.Errorf(codes.InvalidArgument,
 			"crishim: pod %s asks for runtime handler %q, which is not configured on this node (known: %v); fix the pod's RuntimeClass or add the handler to crishim's handlers",
-			pod, handler, s.router.Known())
+			pod, handler, router.Known())
 	}
 	if reported, ok := s.inventory.Reported(); ok && !slices.Contains(reported, handler) {
 		return status.Errorf(codes.InvalidArgument,
