@@ -22,11 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sirupsen/logrus"
 
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
 	"github.com/crishim/crishim/handlers"
-	"github.com/crishim/crishim/interceptors"
-	"github.com/crishim/crishim/interceptors/metrics"
 	"github.com/crishim/crishim/shim"
 )
 
@@ -162,6 +158,12 @@ func runtimeClassesCmd(args []string, stdout, stderr io.Writer) error {
 func newLogger(cfg LogConfig, out io.Writer) *logrus.Logger {
 	log := logrus.New()
 	log.SetOutput(out)
+	configureLogger(log, cfg)
+	return log
+}
+
+// configureLogger sets level and format; a reload calls it again.
+func configureLogger(log *logrus.Logger, cfg LogConfig) {
 	level, _ := logrus.ParseLevel(cfg.Level) // validated
 	log.SetLevel(level)
 	if cfg.Format == "json" {
@@ -169,7 +171,6 @@ func newLogger(cfg LogConfig, out io.Writer) *logrus.Logger {
 	} else {
 		log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, DisableColors: true})
 	}
-	return log
 }
 
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
@@ -190,7 +191,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	log := newLogger(cfg.Log, stderr)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	return serve(ctx, cfg, log)
+	return serve(ctx, cfg, flags.config, log)
 }
 
 // listen returns the socket to serve the kubelet on: the one systemd passed
@@ -233,8 +234,9 @@ func withPprof(h http.Handler) http.Handler {
 	return mux
 }
 
-// serve runs crishim until ctx ends, then shuts down gracefully.
-func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
+// serve runs crishim until ctx ends, then shuts down gracefully. SIGHUP and
+// changes of configPath reload the configuration.
+func serve(ctx context.Context, cfg *Config, configPath string, log *logrus.Logger) error {
 	// Listen first: a second crishim must fail before touching anything.
 	l, activated, err := listen(cfg)
 	if err != nil {
@@ -243,76 +245,39 @@ func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	if !activated {
 		defer os.Remove(cfg.Listen.Path)
 	}
+	listening := true
+	defer func() {
+		if listening {
+			l.Close()
+		}
+	}()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	methods := shim.NewMethods()
-	m, err := metrics.New(reg, methods)
+	n, opts, err := newNode(cfg, log, reg)
 	if err != nil {
-		l.Close()
 		return err
 	}
-	opts := []shim.Option{shim.WithMethods(methods), interceptors.Chain(log, methods, m)}
-	var drains []func() // called when shutdown begins
-	var inventory *handlers.Inventory
-	if len(cfg.Handlers) > 0 {
-		hm, err := handlers.NewMetrics(reg)
-		if err != nil {
-			l.Close()
-			return err
-		}
-		router := handlers.NewRouter(cfg.Handlers, cfg.Routing)
-		inventory = handlers.NewInventory(log, hm, router.Known(), handlers.DefaultResyncInterval)
-		opts = append(opts, shim.WithHandlers(handlers.NewSandboxRunner(router, inventory, hm, log).Handler()))
-	}
-	var pullerOpts []handlers.PullerOption
-	if pc := cfg.Images.Pulls; pc != nil {
-		pm, err := handlers.NewPullMetrics(reg)
-		if err != nil {
-			l.Close()
-			return err
-		}
-		sched := handlers.NewPullScheduler(pc.Limits(), pc.Dedup(), pm)
-		defer sched.Close()
-		drains = append(drains, sched.Drain)
-		pullerOpts = append(pullerOpts, handlers.WithScheduler(sched, pc.PriorityNamespaces))
-	}
-	if cc := cfg.Images.Credentials; cc != nil {
-		provider, err := handlers.NewCredentialProvider(cc, log)
-		if err != nil {
-			l.Close()
-			return err
-		}
-		cm, err := handlers.NewCredentialMetrics(reg)
-		if err != nil {
-			l.Close()
-			return err
-		}
-		pullerOpts = append(pullerOpts, handlers.WithCredentials(provider, cc.Policy, cm))
-	}
-	if len(pullerOpts) > 0 {
-		opts = append(opts, shim.WithHandlers(handlers.NewImagePuller(log, pullerOpts...).Handler()))
-	}
+	defer n.close()
 	srv, err := shim.New(cfg.shimConfig(), opts...)
 	if err != nil {
-		l.Close()
 		return err
 	}
 	defer srv.Close()
-	if inventory != nil {
-		inventory.Start(runtimeapi.NewRuntimeServiceClient(srv.ClientConn(shim.RuntimeUpstream)))
-		defer inventory.Stop()
-	}
+	n.start(srv)
 	if err := srv.RegisterMetrics(reg); err != nil {
-		l.Close()
 		return err
 	}
+	rl, err := newReloader(configPath, n, reg, log)
+	if err != nil {
+		return err
+	}
+	defer signal.Stop(rl.hup)
 
 	var ops *http.Server
 	if addr := cfg.metricsAddress(); addr != "" {
 		ml, err := net.Listen("tcp", addr)
 		if err != nil {
-			l.Close()
 			return fmt.Errorf("metrics.address %s: %w", addr, err)
 		}
 		handler := srv.OpsHandler(reg)
@@ -336,6 +301,7 @@ func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 		"metrics_address": cfg.metricsAddress(), "version": shim.Version, "handlers": len(cfg.Handlers), "routing_rules": len(cfg.Routing.Rules),
 	}).Info("crishim serving")
 
+	listening = false // the server owns the listener now
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	// Type=notify: the kubelet, ordered after crishim, starts once the
@@ -343,16 +309,21 @@ func serve(ctx context.Context, cfg *Config, log *logrus.Logger) error {
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.WithError(err).Warn("could not notify systemd of readiness")
 	}
+	rctx, stopReloads := context.WithCancel(ctx)
+	reloadsDone := make(chan struct{})
+	go func() { defer close(reloadsDone); rl.run(rctx) }()
+	defer func() { stopReloads(); <-reloadsDone }()
+
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
+	stopReloads()
+	<-reloadsDone
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
-	for _, drain := range drains {
-		drain()
-	}
-	grace := cfg.gracePeriod()
+	n.drain()
+	grace := n.gracePeriod()
 	log.WithField("grace_period", grace.String()).Info("shutting down: no new calls, waiting for in-flight calls")
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/handlers"
+	"github.com/crishim/crishim/handlers/credentials"
+	"github.com/crishim/crishim/interceptors"
+	"github.com/crishim/crishim/interceptors/metrics"
+	"github.com/crishim/crishim/shim"
+)
+
+// node is a running crishim's configurable parts: what serve builds from the
+// configuration and what a reload changes in place.
+type node struct {
+	log   *logrus.Logger
+	cfg   atomic.Pointer[Config]
+	grace atomic.Int64 // shutdownGracePeriod, ns
+
+	runner    *handlers.SandboxRunner // nil without handlers
+	inventory *handlers.Inventory
+	sched     *handlers.PullScheduler // nil without images.pulls
+	puller    *handlers.ImagePuller   // nil without images.pulls and images.credentials
+	credsOn   bool                    // images.credentials was set at start
+}
+
+// newNode builds the parts cfg enables and returns the server options that
+// install them.
+func newNode(cfg *Config, log *logrus.Logger, reg prometheus.Registerer) (*node, []shim.Option, error) {
+	n := &node{log: log}
+	n.cfg.Store(cfg)
+	n.grace.Store(int64(cfg.gracePeriod()))
+	methods := shim.NewMethods()
+	m, err := metrics.New(reg, methods)
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := []shim.Option{shim.WithMethods(methods), interceptors.Chain(log, methods, m)}
+	if len(cfg.Handlers) > 0 {
+		hm, err := handlers.NewMetrics(reg)
+		if err != nil {
+			return nil, nil, err
+		}
+		router := handlers.NewRouter(cfg.Handlers, cfg.Routing)
+		n.inventory = handlers.NewInventory(log, hm, router.Known(), handlers.DefaultResyncInterval)
+		n.runner = handlers.NewSandboxRunner(router, n.inventory, hm, log)
+		opts = append(opts, shim.WithHandlers(n.runner.Handler()))
+	}
+	var pullerOpts []handlers.PullerOption
+	if pc := cfg.Images.Pulls; pc != nil {
+		pm, err := handlers.NewPullMetrics(reg)
+		if err != nil {
+			return nil, nil, err
+		}
+		n.sched = handlers.NewPullScheduler(pc.Limits(), pc.Dedup(), pm)
+		pullerOpts = append(pullerOpts, handlers.WithScheduler(n.sched, pc.PriorityNamespaces))
+	}
+	if cc := cfg.Images.Credentials; cc != nil {
+		provider, err := handlers.NewCredentialProvider(cc, log)
+		if err != nil {
+			n.close()
+			return nil, nil, err
+		}
+		cm, err := handlers.NewCredentialMetrics(reg)
+		if err != nil {
+			n.close()
+			return nil, nil, err
+		}
+		pullerOpts = append(pullerOpts, handlers.WithCredentials(provider, cc.Policy, cm))
+		n.credsOn = true
+	}
+	if len(pullerOpts) > 0 {
+		n.puller = handlers.NewImagePuller(log, pullerOpts...)
+		opts = append(opts, shim.WithHandlers(n.puller.Handler()))
+	}
+	return n, opts, nil
+}
+
+// start begins the background work that needs the server's upstream.
+func (n *node) start(srv *shim.Server) {
+	if n.inventory != nil {
+		n.inventory.Start(runtimeapi.NewRuntimeServiceClient(srv.ClientConn(shim.RuntimeUpstream)))
+	}
+}
+
+// drain is the start of shutdown: queued pulls leave at once.
+func (n *node) drain() {
+	if n.sched != nil {
+		n.sched.Drain()
+	}
+}
+
+func (n *node) close() {
+	if n.inventory != nil {
+		n.inventory.Stop()
+	}
+	if n.sched != nil {
+		n.sched.Close()
+	}
+}
+
+func (n *node) gracePeriod() time.Duration { return time.Duration(n.grace.Load()) }
+
+// restartOnly lists the settings of next that differ from the running ones
+// but cannot change without a restart.
+func (n *node) restartOnly(next *Config) []string {
+	cur := n.cfg.Load()
+	var keys []string
+	diff := func(key string, changed bool) {
+		if changed {
+			keys = append(keys, key)
+		}
+	}
+	diff("listen.path", cur.Listen.Path != next.Listen.Path)
+	diff("listen.mode", cur.Listen.Mode != next.Listen.Mode)
+	diff("runtimeEndpoint", cur.RuntimeEndpoint != next.RuntimeEndpoint)
+	diff("imageEndpoint", cur.ImageEndpoint != next.ImageEndpoint)
+	diff("maxMessageSize", cur.shimConfig().MaxMessageSize != next.shimConfig().MaxMessageSize)
+	diff("metrics.address", cur.metricsAddress() != next.metricsAddress())
+	diff("metrics.pprof", cur.Metrics.Pprof != next.Metrics.Pprof)
+	// Intercepting a method or not is fixed when the server starts.
+	diff("handlers (turning routing on or off)", (n.runner == nil) != (len(next.Handlers) == 0))
+	diff("images.pulls (turning scheduling on or off)", (n.sched == nil) != (next.Images.Pulls == nil))
+	diff("images.credentials (turning injection on or off)", n.credsOn != (next.Images.Credentials != nil))
+	return keys
+}
+
+// prepare builds what a reload to next needs and can fail (credential
+// sources), before anything changes.
+func (n *node) prepare(next *Config) (apply func(), err error) {
+	var provider credentials.Provider
+	if cc := next.Images.Credentials; cc != nil && n.credsOn {
+		if provider, err = handlers.NewCredentialProvider(cc, n.log); err != nil {
+			return nil, err
+		}
+	}
+	return func() {
+		configureLogger(n.log, next.Log)
+		n.grace.Store(int64(next.gracePeriod()))
+		if n.runner != nil && len(next.Handlers) > 0 {
+			n.runner.SetRouter(handlers.NewRouter(next.Handlers, next.Routing))
+		}
+		if pc := next.Images.Pulls; pc != nil && n.sched != nil {
+			n.sched.SetLimits(pc.Limits())
+			n.sched.SetDedup(pc.Dedup())
+			n.puller.SetPriority(pc.PriorityNamespaces)
+		}
+		if provider != nil {
+			n.puller.SetCredentials(provider, next.Images.Credentials.Policy)
+		}
+		n.cfg.Store(next)
+	}, nil
+}

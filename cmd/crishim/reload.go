@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+)
+
+// watchInterval is how often the config file is checked for changes.
+var watchInterval = time.Second
+
+// reloader reloads the configuration on SIGHUP and when the file changes:
+// the new file is read and validated whole, then swapped in; calls in flight
+// finish under the configuration they started with. An invalid file changes
+// nothing.
+type reloader struct {
+	path string
+	node *node
+	log  *logrus.Logger
+
+	reloads    *prometheus.CounterVec
+	lastOK     prometheus.Gauge
+	lastOKTime prometheus.Gauge
+
+	seen fileStamp
+	hup  chan os.Signal
+}
+
+func newReloader(path string, n *node, reg prometheus.Registerer, log *logrus.Logger) (*reloader, error) {
+	r := &reloader{
+		path: path, node: n, log: log,
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "crishim", Subsystem: "config", Name: "reloads_total",
+			Help: "Configuration reloads by result (success, failure: the file was invalid and nothing changed).",
+		}, []string{"result"}),
+		lastOK: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "crishim", Subsystem: "config", Name: "last_reload_successful",
+			Help: "1 if the last reload applied, 0 if it was rejected (the running configuration is older than the file).",
+		}),
+		lastOKTime: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "crishim", Subsystem: "config", Name: "last_reload_success_timestamp_seconds",
+			Help: "When the configuration was last loaded successfully (start or reload).",
+		}),
+	}
+	for _, c := range []prometheus.Collector{r.reloads, r.lastOK, r.lastOKTime} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	r.lastOK.Set(1)
+	r.lastOKTime.SetToCurrentTime()
+	r.seen = stamp(path)
+	// Catch SIGHUP from now on: its default action would end the process.
+	r.hup = make(chan os.Signal, 1)
+	signal.Notify(r.hup, syscall.SIGHUP)
+	return r, nil
+}
+
+// run reloads on SIGHUP and on file changes until ctx ends.
+func (r *reloader) run(ctx context.Context) {
+	defer signal.Stop(r.hup)
+	tick := time.NewTicker(watchInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.hup:
+			r.log.WithField("config", r.path).Info("SIGHUP: reloading the configuration")
+			r.reload()
+		case <-tick.C:
+			if now := stamp(r.path); now != r.seen {
+				r.log.WithField("config", r.path).Info("configuration file changed: reloading")
+				r.reload()
+			}
+		}
+	}
+}
+
+// reload applies the file if it is valid, and reports what it could not
+// apply without a restart.
+func (r *reloader) reload() {
+	r.seen = stamp(r.path)
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyReloading)
+	defer daemon.SdNotify(false, daemon.SdNotifyReady)
+	err := r.apply()
+	if err != nil {
+		r.reloads.WithLabelValues("failure").Inc()
+		r.lastOK.Set(0)
+		r.log.WithField("config", r.path).Error("configuration reload rejected, the running configuration stays: " + err.Error())
+		return
+	}
+	r.reloads.WithLabelValues("success").Inc()
+	r.lastOK.Set(1)
+	r.lastOKTime.SetToCurrentTime()
+}
+
+func (r *reloader) apply() error {
+	next, err := loadConfig(r.path, false)
+	if err != nil {
+		return err
+	}
+	if problems := next.validate(); len(problems) > 0 {
+		return invalidConfig(r.path, problems)
+	}
+	// Keep what can only change with a restart as it runs, and say so.
+	if keys := r.node.restartOnly(next); len(keys) > 0 {
+		r.log.WithField("settings", strings.Join(keys, ", ")).
+			Warn("configuration reload: these settings changed but need a restart of crishim to apply; the rest is applied")
+	}
+	swap, err := r.node.prepare(next)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", r.path, err)
+	}
+	swap()
+	r.log.WithField("config", r.path).Info("configuration reloaded")
+	return nil
+}
+
+// fileStamp identifies a version of a file cheaply.
+type fileStamp struct {
+	ok    bool
+	size  int64
+	mtime time.Time
+	inode uint64
+}
+
+func stamp(path string) fileStamp {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) || err != nil {
+		return fileStamp{}
+	}
+	s := fileStamp{ok: true, size: fi.Size(), mtime: fi.ModTime()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		s.inode = st.Ino
+	}
+	return s
+}
