@@ -99,6 +99,9 @@ func loadConfig(path string, optional bool) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	if err := config.CheckNotWorldWritable(path); err != nil {
+		return nil, fmt.Errorf("config %w", err)
+	}
 	if problems := config.Check(data, cfg); len(problems) > 0 {
 		return nil, fmt.Errorf("config %s:\n  %s", path, strings.Join(config.Strings(problems), "\n  "))
 	}

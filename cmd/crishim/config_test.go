@@ -50,6 +50,17 @@ func TestLoadConfigErrors(t *testing.T) {
 	}
 }
 
+func TestWorldWritableConfigRefused(t *testing.T) {
+	path := writeConfig(t, "listen:\n  path: /run/x.sock\n")
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(path, false)
+	if err == nil || !strings.Contains(err.Error(), "world-writable") || !strings.Contains(err.Error(), path) {
+		t.Errorf("got %v, want a refusal naming the file", err)
+	}
+}
+
 func TestValidateProblems(t *testing.T) {
 	tests := []struct {
 		desc string

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/crishim/crishim/shim/config"
 )
 
 // dockerConfigRecheck is how often Lookup checks the files for changes.
@@ -163,6 +165,10 @@ func (d *DockerConfig) read() (*keyring, string) {
 		}
 		if err != nil {
 			d.log.WithField("file", p).Warnf("cannot read docker config file, trying the next one: %v", err)
+			continue
+		}
+		if err := config.CheckNotWorldWritable(p); err != nil {
+			d.log.WithField("file", p).Errorf("refusing docker config file, trying the next one: %v", err)
 			continue
 		}
 		var entries []keyringEntry

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -308,4 +309,25 @@ func TestDockerConfigReload(t *testing.T) {
 	}
 	clock.advance(time.Second)
 	expect("all gone")
+}
+
+// TestDockerConfigWorldWritableRefused: a config.json any user can write is
+// skipped (anyone could point the node's credentials anywhere), and the
+// search goes on to the next file.
+func TestDockerConfigWorldWritableRefused(t *testing.T) {
+	dir := t.TempDir()
+	first, second := filepath.Join(dir, "a", "config.json"), filepath.Join(dir, "b", "config.json")
+	writeFile(t, first, `{"auths": {"registry.example": {"username": "evil", "password": "x"}}}`)
+	writeFile(t, second, `{"auths": {"registry.example": {"username": "good", "password": "y"}}}`)
+	if err := os.Chmod(first, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	log, buf := newLog(t)
+	creds := NewDockerConfig([]string{first, second}, log).Lookup(context.Background(), "registry.example/app")
+	if len(creds) != 1 || creds[0].Username != "good" {
+		t.Errorf("got %v, want the second file's credentials", creds)
+	}
+	if !strings.Contains(buf.text.String(), "world-writable") {
+		t.Errorf("no log line about the refused file: %s", buf.text.String())
+	}
 }

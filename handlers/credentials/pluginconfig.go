@@ -40,6 +40,9 @@ func LoadPluginConfig(path string) (*kubeletconfigv1.CredentialProviderConfig, e
 	if err != nil {
 		return nil, fmt.Errorf("credential provider config %s: %w", path, err)
 	}
+	if err := config.CheckNotWorldWritable(path); err != nil {
+		return nil, fmt.Errorf("credential provider config %w", err)
+	}
 	cfg, problems := decodePluginConfig(data)
 	if cfg != nil {
 		problems = append(problems, validatePluginConfig(cfg)...)

@@ -170,6 +170,31 @@ func TestNewPluginsBinaries(t *testing.T) {
 	if _, err := NewPlugins(cfg, bin, log); err != nil {
 		t.Errorf("valid setup: %v", err)
 	}
+	// World-writable plugins, their directory or the config are refused.
+	if err := os.Chmod(filepath.Join(bin, "ecr-credential-provider"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewPlugins(cfg, bin, log); err == nil || !strings.Contains(err.Error(), "world-writable") {
+		t.Errorf("world-writable binary: err = %v", err)
+	}
+	if err := os.Chmod(filepath.Join(bin, "ecr-credential-provider"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(bin, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewPlugins(cfg, bin, log); err == nil || !strings.Contains(err.Error(), "world-writable") {
+		t.Errorf("world-writable plugin directory: err = %v", err)
+	}
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadPluginConfig(path); err == nil || !strings.Contains(err.Error(), "world-writable") {
+		t.Errorf("world-writable provider config: err = %v", err)
+	}
 	cfg.Providers[1].APIVersion = "credentialprovider.kubelet.k8s.io/v1alpha1"
 	if _, err := NewPlugins(cfg, bin, log); err == nil || !strings.Contains(err.Error(), "apiVersion") {
 		t.Errorf("invalid config in code: err = %v", err)

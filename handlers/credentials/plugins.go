@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/crishim/crishim/shim/config"
 	kubeletconfigv1 "k8s.io/kubelet/config/v1"
 	credentialproviderv1 "k8s.io/kubelet/pkg/apis/credentialprovider/v1"
 )
@@ -43,6 +45,9 @@ func NewPlugins(cfg *kubeletconfigv1.CredentialProviderConfig, binDir string, lo
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("credential provider plugin directory %s: not a directory", binDir)
 	}
+	if err := config.CheckNotWorldWritable(binDir); err != nil {
+		return nil, fmt.Errorf("credential provider plugin directory %w", err)
+	}
 	p := &Plugins{log: log.WithField("component", "credentials.plugins")}
 	for i, c := range cfg.Providers {
 		bin := filepath.Join(binDir, c.Name)
@@ -54,6 +59,8 @@ func NewPlugins(cfg *kubeletconfigv1.CredentialProviderConfig, binDir string, lo
 			return nil, fmt.Errorf("%s: plugin binary %s: not a regular file", providerLabel(i, c.Name), bin)
 		case fi.Mode().Perm()&0o111 == 0:
 			return nil, fmt.Errorf("%s: plugin binary %s: not executable", providerLabel(i, c.Name), bin)
+		case fi.Mode().Perm()&0o002 != 0:
+			return nil, fmt.Errorf("%s: plugin binary %s is world-writable (mode %#o): any local user could replace what runs with registry access; run chmod o-w %s", providerLabel(i, c.Name), bin, fi.Mode().Perm(), bin)
 		}
 		env := make([]string, 0, len(c.Env))
 		for _, e := range c.Env {
