@@ -13,7 +13,7 @@ help: ## list the targets
 build: ## build bin/crishim
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/crishim ./cmd/crishim
 
-test: lint unit e2e conformance ## the whole suite: lint, unit/integration (race), and as root e2e + conformance on the real test bed
+test: lint unit fuzz e2e conformance ## the whole suite: lint, unit/integration (race), short fuzzing, and as root e2e + conformance on the real test bed
 
 unit: ## unit and integration tests against the in-process fake runtime, with the race detector
 	$(GO) test -race -count=1 $(PKGS)
@@ -28,9 +28,17 @@ bench: ## benchmarks: hot-path micro-benchmarks (benchstat-friendly) and pull sc
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./shim/... ./interceptors/...
 	$(GO) run ./test/bench/pulls -out $(BIN)/bench-pulls.md
 
-fuzz: ## short fuzz runs: the wire-format scanner and image reference parsing
-	$(GO) test -run '^$$' -fuzz FuzzFindString -fuzztime 20s ./shim
-	$(GO) test -run '^$$' -fuzz FuzzParseImage -fuzztime 20s ./handlers
+FUZZTIME ?= 10s
+# package:target pairs; every fuzz target of the project
+FUZZ_TARGETS := ./shim:FuzzFindString ./cmd/crishim:FuzzConfig ./handlers:FuzzParseImage ./handlers:FuzzDecide \
+	./handlers:FuzzRunPodSandbox ./handlers:FuzzPullImage ./handlers/credentials:FuzzMatchImage
+
+fuzz: ## short fuzz runs of every fuzz target (FUZZTIME each): config, routing, requests, image refs, key matching, wire scanning
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t#*:} ($${t%%:*}) for $(FUZZTIME)"; \
+	  out=$$($(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}" 2>&1) || { echo "$$out"; exit 1; }; \
+	  echo "$$out" | tail -1; \
+	done
 
 install: build ## install bin/crishim, the systemd unit and the reference config (as root)
 	install -m 0755 $(BIN)/crishim /usr/local/bin/crishim

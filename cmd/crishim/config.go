@@ -102,15 +102,23 @@ func loadConfig(path string, optional bool) (*Config, error) {
 	if err := config.CheckNotWorldWritable(path); err != nil {
 		return nil, fmt.Errorf("config %w", err)
 	}
+	if err := parseConfig(data, cfg); err != nil {
+		return nil, fmt.Errorf("config %s:%w", path, err)
+	}
+	return cfg, nil
+}
+
+// parseConfig decodes data over cfg, strictly.
+func parseConfig(data []byte, cfg *Config) error {
 	if problems := config.Check(data, cfg); len(problems) > 0 {
-		return nil, fmt.Errorf("config %s:\n  %s", path, strings.Join(config.Strings(problems), "\n  "))
+		return errors.New("\n  " + strings.Join(config.Strings(problems), "\n  "))
 	}
 	// Check found every problem the strict decoder could meet; this error
 	// is a backstop.
 	if err := yaml.UnmarshalStrict(data, cfg); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return fmt.Errorf(" %w", err)
 	}
-	return cfg, nil
+	return nil
 }
 
 // validate returns every problem of cfg, each naming its key.
