@@ -43,6 +43,7 @@ fuzz: ## short fuzz runs of every fuzz target (FUZZTIME each): config, routing, 
 install: build ## install bin/crishim, the systemd unit and the reference config (as root)
 	install -m 0755 $(BIN)/crishim /usr/local/bin/crishim
 	install -m 0644 systemd/crishim.service /etc/systemd/system/crishim.service
+	install -m 0644 systemd/crishim.socket /etc/systemd/system/crishim.socket
 	install -d -m 0755 /etc/crishim
 	[ -e /etc/crishim/config.yaml ] || install -m 0644 configs/crishim.yaml /etc/crishim/config.yaml
 
