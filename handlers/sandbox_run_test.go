@@ -23,6 +23,7 @@ import (
 	"github.com/crishim/crishim/handlers"
 	"github.com/crishim/crishim/shim"
 	"github.com/crishim/crishim/test/fakecri"
+	"github.com/crishim/crishim/test/metricstest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -153,34 +154,11 @@ func forwarded(t *testing.T, f *fakecri.Server) []*runtimeapi.RunPodSandboxReque
 
 func metric(t *testing.T, g prometheus.Gatherer, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
+	want := map[string]string{}
+	for i := 0; i+1 < len(labels); i += 2 {
+		want[labels[i]] = labels[i+1]
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-						found = true
-					}
-				}
-				if !found {
-					continue metrics
-				}
-			}
-			if m.Counter != nil {
-				return m.GetCounter().GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	return 0
+	return metricstest.Value(t, g, name, want)
 }
 
 func TestRunPodSandboxRouting(t *testing.T) {

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/crishim/crishim/shim"
 	"github.com/crishim/crishim/test/fakecri"
+	"github.com/crishim/crishim/test/metricstest"
 )
 
 // versionSuffix is a test typed handler: it decodes Version, forwards it and
@@ -223,42 +223,7 @@ func TestMetricsAndOpsEndpoints(t *testing.T) {
 // handled returns crishim_grpc_server_handled_total for one series.
 func handled(t *testing.T, e *env, service, method, code string) float64 {
 	t.Helper()
-	return metricValue(t, e.reg, "crishim_grpc_server_handled_total", map[string]string{"grpc_service": service, "grpc_method": method, "grpc_code": code})
-}
-
-// metricValue returns the value of the series of name with exactly labels,
-// or -1 when there is none.
-func metricValue(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			if len(m.GetLabel()) != len(labels) {
-				continue
-			}
-			for _, lp := range m.GetLabel() {
-				if labels[lp.GetName()] != lp.GetValue() {
-					continue next
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				return m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				return m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return -1
+	return metricstest.Value(t, e.reg, "crishim_grpc_server_handled_total", map[string]string{"grpc_service": service, "grpc_method": method, "grpc_code": code})
 }
 
 // TestCredentialsNeverLeak pulls with credentials through the whole proxy at

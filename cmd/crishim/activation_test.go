@@ -16,8 +16,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/crishim/crishim/test/fakecri"
 )
 
 // buildCrishim builds this command into dir.
@@ -52,17 +50,9 @@ func TestSocketActivationRestartRefusesNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	dir, err := os.MkdirTemp("", "ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
+	r := newRig(t)
+	dir, fake := r.dir, r.fake
 	bin := buildCrishim(t, dir)
-	fake, err := fakecri.Start(filepath.Join(dir, "up.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Stop()
 	sock := filepath.Join(dir, "crishim.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {

@@ -14,14 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/handlers"
-	"github.com/crishim/crishim/test/fakecri"
 )
 
 // TestReloadUnderLoad reloads 100 times, alternating valid and invalid
@@ -33,19 +30,9 @@ func TestReloadUnderLoad(t *testing.T) {
 	watchInterval = time.Hour // SIGHUP only: one reload per signal
 	defer func() { watchInterval = old }()
 
-	dir, err := os.MkdirTemp("", "cr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	fake, err := fakecri.Start(filepath.Join(dir, "up.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Stop()
-	sock := filepath.Join(dir, "crishim.sock")
-	metricsAddr := freePort(t)
-	base := fmt.Sprintf("listen:\n  path: %s\nruntimeEndpoint: %s\nmetrics:\n  address: %s\nhandlers:\n  - name: runc\n    default: true\n", sock, fake.Endpoint(), metricsAddr)
+	r := newRig(t)
+	metricsAddr := r.metricsAddr
+	base := r.base() + "handlers:\n  - name: runc\n    default: true\n"
 	valid := func(deny bool) string {
 		if !deny {
 			return base
@@ -58,7 +45,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		base + "routing:\n  rules:\n    - name: other\n      match: {namespaces: [other]}\n      deny: applied an invalid file\n    - name: bad\n      handler: nosuch\n",
 		base + "routing:\n  rules:\n    - name: other\n      match: {namespaces: [other]}\n      deny: applied an invalid file\nlog:\n  level: loud\n",
 	}
-	path := filepath.Join(dir, "config.yaml")
+	path := filepath.Join(r.dir, "config.yaml")
 	write := func(s string) {
 		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 			t.Fatal(err)
@@ -66,30 +53,8 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	write(valid(true))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"--config", path}, io.Discard, io.Discard) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("run: %v", err)
-		}
-	}()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rc := runtimeapi.NewRuntimeServiceClient(conn)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := rc.Version(ctx, &runtimeapi.VersionRequest{}); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("crishim never answered: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	rc := r.start(t, path, io.Discard).rc
+	ctx := context.Background()
 
 	// The client loop: ordinary calls and sandboxes in an unaffected namespace.
 	var failed, calls atomic.Int64
@@ -199,29 +164,11 @@ func TestReloadOnFileChange(t *testing.T) {
 	old := watchInterval
 	watchInterval = 20 * time.Millisecond
 	defer func() { watchInterval = old }()
-	dir, err := os.MkdirTemp("", "cw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	fake, err := fakecri.Start(filepath.Join(dir, "up.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Stop()
-	sock := filepath.Join(dir, "crishim.sock")
-	base := fmt.Sprintf("listen:\n  path: %s\nruntimeEndpoint: %s\nmetrics:\n  address: \"\"\nhandlers:\n  - name: runc\n    default: true\n", sock, fake.Endpoint())
+	r := newRig(t)
+	base := r.base() + "handlers:\n  - name: runc\n    default: true\n"
 	path := writeConfig(t, base)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"--config", path}, io.Discard, io.Discard) }()
-	defer func() { cancel(); <-done }()
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rc := runtimeapi.NewRuntimeServiceClient(conn)
+	rc := r.start(t, path, io.Discard).rc
+	ctx := context.Background()
 	waitCode := func(want codes.Code) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)

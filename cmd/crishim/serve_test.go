@@ -55,48 +55,93 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// rig is a fake runtime, with a socket path and a metrics address chosen
+// for a crishim that a test runs the way main does.
+type rig struct {
+	dir, sock, metricsAddr string
+	fake                   *fakecri.Server
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "cm") // short: unix socket paths are limited
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	fake, err := fakecri.Start(filepath.Join(dir, "up.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(fake.Stop)
+	return &rig{dir: dir, sock: filepath.Join(dir, "crishim.sock"), metricsAddr: freePort(t), fake: fake}
+}
+
+// base is the configuration every test starts from.
+func (r *rig) base() string {
+	return fmt.Sprintf("listen:\n  path: %s\nruntimeEndpoint: %s\nmetrics:\n  address: %s\n", r.sock, r.fake.Endpoint(), r.metricsAddr)
+}
+
+// serving is a crishim run by run(), as main does.
+type serving struct {
+	rc       runtimeapi.RuntimeServiceClient
+	cancel   context.CancelFunc // what SIGTERM does through signal.NotifyContext
+	finished chan struct{}
+	err      error // what run returned, once finished is closed
+}
+
+// start runs crishim with the config file until stop or the end of the
+// test, and returns once it answers calls.
+func (r *rig) start(t *testing.T, config string, logs io.Writer) *serving {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &serving{cancel: cancel, finished: make(chan struct{})}
+	go func() {
+		s.err = run(ctx, []string{"--config", config}, io.Discard, logs)
+		close(s.finished)
+	}()
+	t.Cleanup(func() {
+		if err := s.stop(); err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	conn, err := grpc.NewClient("unix://"+r.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	s.rc = runtimeapi.NewRuntimeServiceClient(conn)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := s.rc.Version(ctx, &runtimeapi.VersionRequest{})
+		if err == nil {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("crishim never answered: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop shuts crishim down and returns what run returned.
+func (s *serving) stop() error {
+	s.cancel()
+	<-s.finished
+	return s.err
+}
+
 // TestServeLifecycle runs crishim as main does, in front of a fake runtime:
 // it serves, reports ready, refuses a second instance on its socket, and on
 // the shutdown signal lets an in-flight call finish, ends an open events
 // stream with Unavailable, removes its socket and returns without error.
 func TestServeLifecycle(t *testing.T) {
-	dir, err := os.MkdirTemp("", "cm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	fake, err := fakecri.Start(filepath.Join(dir, "up.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fake.Stop()
-	sock := filepath.Join(dir, "crishim.sock")
-	metricsAddr := freePort(t)
-	cfg := writeConfig(t, fmt.Sprintf("listen:\n  path: %s\nruntimeEndpoint: %s\nshutdownGracePeriod: 20s\nmetrics:\n  address: %s\n  pprof: true\nlog:\n  format: json\n", sock, fake.Endpoint(), metricsAddr))
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	r := newRig(t)
+	fake, sock, metricsAddr := r.fake, r.sock, r.metricsAddr
+	cfg := writeConfig(t, strings.Replace(r.base(), "metrics:\n", "metrics:\n  pprof: true\n", 1)+"shutdownGracePeriod: 20s\nlog:\n  format: json\n")
 	logs := &lockedBuffer{}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"--config", cfg}, io.Discard, logs) }()
-
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rc := runtimeapi.NewRuntimeServiceClient(conn)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := rc.Version(ctx, &runtimeapi.VersionRequest{})
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("crishim never answered: %v\n%s", err, logs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	srv := r.start(t, cfg, logs)
+	rc := srv.rc
 	if !strings.Contains(logs.String(), `"msg":"crishim serving"`) || !strings.Contains(logs.String(), sock) || !strings.Contains(logs.String(), fake.Endpoint()) {
 		t.Errorf("startup line lacks listen/upstream: %s", logs)
 	}
@@ -137,14 +182,15 @@ func TestServeLifecycle(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	start := time.Now()
-	cancel() // what SIGTERM does through signal.NotifyContext
+	stopErr2 := make(chan error, 1)
+	go func() { stopErr2 <- srv.stop() }()
 	if _, err := events.Recv(); status.Code(err) != codes.Unavailable {
 		t.Errorf("events stream at shutdown: got %v, want Unavailable", err)
 	}
 	if err := <-stopErr; err != nil {
 		t.Errorf("in-flight StopContainer during shutdown: %v", err)
 	}
-	if err := <-done; err != nil {
+	if err := <-stopErr2; err != nil {
 		t.Errorf("run returned %v, want nil (exit 0)", err)
 	}
 	if took := time.Since(start); took > 10*time.Second {
