@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -31,8 +32,27 @@ type reloader struct {
 	lastOK     prometheus.Gauge
 	lastOKTime prometheus.Gauge
 
-	seen fileStamp
+	seen []fileStamp // of watched()
 	hup  chan os.Signal
+}
+
+// watched lists the files whose change triggers a reload: the config file
+// and the credential-provider config it names (docker config files are
+// re-read by the keyring itself).
+func (r *reloader) watched() []string {
+	paths := []string{r.path}
+	if cc := r.node.cfg.Load().Images.Credentials; cc != nil && cc.Providers != nil {
+		paths = append(paths, cc.Providers.Config)
+	}
+	return paths
+}
+
+func (r *reloader) stamps() []fileStamp {
+	var out []fileStamp
+	for _, p := range r.watched() {
+		out = append(out, stamp(p))
+	}
+	return out
 }
 
 func newReloader(path string, n *node, reg prometheus.Registerer, log *logrus.Logger) (*reloader, error) {
@@ -58,7 +78,7 @@ func newReloader(path string, n *node, reg prometheus.Registerer, log *logrus.Lo
 	}
 	r.lastOK.Set(1)
 	r.lastOKTime.SetToCurrentTime()
-	r.seen = stamp(path)
+	r.seen = r.stamps()
 	// Catch SIGHUP from now on: its default action would end the process.
 	r.hup = make(chan os.Signal, 1)
 	signal.Notify(r.hup, syscall.SIGHUP)
@@ -78,8 +98,8 @@ func (r *reloader) run(ctx context.Context) {
 			r.log.WithField("config", r.path).Info("SIGHUP: reloading the configuration")
 			r.reload()
 		case <-tick.C:
-			if now := stamp(r.path); now != r.seen {
-				r.log.WithField("config", r.path).Info("configuration file changed: reloading")
+			if now := r.stamps(); !slices.Equal(now, r.seen) {
+				r.log.WithField("files", r.watched()).Info("configuration files changed: reloading")
 				r.reload()
 			}
 		}
@@ -89,7 +109,7 @@ func (r *reloader) run(ctx context.Context) {
 // reload applies the file if it is valid, and reports what it could not
 // apply without a restart.
 func (r *reloader) reload() {
-	r.seen = stamp(r.path)
+	defer func() { r.seen = r.stamps() }() // of the files the new config names
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyReloading)
 	defer daemon.SdNotify(false, daemon.SdNotifyReady)
 	err := r.apply()

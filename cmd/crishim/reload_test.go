@@ -189,3 +189,59 @@ func TestReloadOnFileChange(t *testing.T) {
 	}
 	waitCode(codes.PermissionDenied)
 }
+
+// TestReloadOnProviderConfigChange: editing the credential-provider config
+// that crishim's config names reloads too; a broken one is rejected.
+func TestReloadOnProviderConfigChange(t *testing.T) {
+	old := watchInterval
+	watchInterval = 20 * time.Millisecond
+	defer func() { watchInterval = old }()
+	r := newRig(t)
+	bin := filepath.Join(r.dir, "plugins")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bin, "p"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	providers := filepath.Join(r.dir, "providers.yaml")
+	good := "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n  - name: p\n    matchImages: [\"*.example\"]\n    defaultCacheDuration: 1m\n    apiVersion: credentialprovider.kubelet.k8s.io/v1\n"
+	if err := os.WriteFile(providers, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := writeConfig(t, r.base()+fmt.Sprintf("images:\n  credentials:\n    providers:\n      config: %s\n      binDir: %s\n", providers, bin))
+	r.start(t, path, io.Discard)
+	reloads := func(result string) string {
+		resp, err := http.Get("http://" + r.metricsAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, `crishim_config_reloads_total{result="`+result+`"}`) {
+				return line[strings.LastIndex(line, " ")+1:]
+			}
+		}
+		return "0"
+	}
+	if err := os.WriteFile(providers, []byte(strings.Replace(good, "defaultCacheDuration: 1m\n", "defaultCacheDuration: 1m\n    bogus: 1\n", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for reloads("failure") != "1" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no rejected reload after breaking the provider config (failures %s, successes %s)", reloads("failure"), reloads("success"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := os.WriteFile(providers, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for reloads("success") != "1" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload after fixing the provider config")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
