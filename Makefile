@@ -24,8 +24,9 @@ lint: ## gofmt and go vet
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags e2e ./test/e2e/...
 
-bench: ## benchmarks: hot-path micro-benchmarks (benchstat-friendly) and pull scheduling vs the ideal
+bench: build ## crishim vs direct vs a floor forwarder (fake upstream; the bed when installed), micro-benchmarks, pull scheduling
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./shim/... ./interceptors/...
+	$(GO) run ./test/bench/proxy -crishim $(BIN)/crishim -json $(BIN)/bench.json -md $(BIN)/bench.md
 	$(GO) run ./test/bench/pulls -out $(BIN)/bench-pulls.md
 
 FUZZTIME ?= 10s

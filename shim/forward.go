@@ -60,15 +60,32 @@ func outgoingContext(ctx context.Context) context.Context {
 	return ctx
 }
 
+var unaryStreamDesc = &grpc.StreamDesc{}
+
+// forwardUnary is what cc.Invoke does (one stream, one message each way),
+// spelled out so the upstream's header and trailer are read off the stream
+// itself: Invoke's grpc.Header and grpc.Trailer call options cost
+// allocations and after-call hooks on every call.
 func forwardUnary(ctx context.Context, ss grpc.ServerStream, cc *grpc.ClientConn, method string) error {
-	req := new(Frame)
+	var frames [2]Frame // request and response, one allocation
+	req, resp := &frames[0], &frames[1]
 	if err := ss.RecvMsg(req); err != nil {
 		return err
 	}
-	resp := new(Frame)
-	var header, trailer metadata.MD
-	err := cc.Invoke(ctx, method, req, resp, grpc.Header(&header), grpc.Trailer(&trailer))
-	ss.SetTrailer(trailer)
+	cs, err := cc.NewStream(ctx, unaryStreamDesc, method)
+	if err == nil {
+		// io.EOF means the upstream ended the call first: RecvMsg returns
+		// its status. For a unary stream RecvMsg also reads the end of the
+		// stream, so the trailer is complete when it returns.
+		if err = cs.SendMsg(req); err == nil || errors.Is(err, io.EOF) {
+			err = cs.RecvMsg(resp)
+		}
+	}
+	var header metadata.MD
+	if cs != nil {
+		header, _ = cs.Header()
+		ss.SetTrailer(cs.Trailer())
+	}
 	if err != nil {
 		if len(header) > 0 {
 			_ = ss.SetHeader(header)

@@ -39,11 +39,11 @@ func (l *Logger) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 		m := l.methods.Lookup(info.FullMethod)
 		start := time.Now()
-		ids := make(logrus.Fields, 2)
-		addIDs(ids, m.RequestIDs, req)
+		var ids []idValue
+		ids = addIDs(ids, m.RequestIDs, req)
 		resp, err := handler(ctx, req)
 		if err == nil {
-			addIDs(ids, m.ResponseIDs, resp)
+			ids = addIDs(ids, m.ResponseIDs, resp)
 		}
 		l.report(m, start, err, ids)
 		return resp, err
@@ -69,7 +69,7 @@ func (l *Logger) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	}
 }
 
-func (l *Logger) report(m *shim.Method, start time.Time, err error, ids logrus.Fields) {
+func (l *Logger) report(m *shim.Method, start time.Time, err error, ids []idValue) {
 	code := status.Code(err)
 	level := logrus.InfoLevel
 	if m.ReadOnly {
@@ -86,8 +86,8 @@ func (l *Logger) report(m *shim.Method, start time.Time, err error, ids logrus.F
 	fields["grpc.method"] = m.Name
 	fields["grpc.code"] = code.String()
 	fields["duration"] = time.Since(start).Round(time.Microsecond).String()
-	for k, v := range ids {
-		fields[k] = v
+	for _, id := range ids { // a response's id wins over the request's
+		fields[id.key] = id.value
 	}
 	if err != nil {
 		msg := status.Convert(err).Message()
@@ -96,7 +96,8 @@ func (l *Logger) report(m *shim.Method, start time.Time, err error, ids logrus.F
 		}
 		fields["grpc.error"] = msg
 	}
-	l.log.WithFields(fields).Log(level, "call")
+	// An Entry of our own fields: WithFields would copy them once more.
+	(&logrus.Entry{Logger: l.log, Data: fields}).Log(level, "call")
 }
 
 // serverFault reports codes that mean something is wrong with the runtime or
@@ -114,8 +115,12 @@ type idStream struct {
 	grpc.ServerStream
 	method      *shim.Method
 	recvd, sent bool
-	ids         logrus.Fields
+	ids         []idValue
 }
+
+// idValue is an id found in a message; ids are collected as a slice and
+// become log fields only when the call is logged.
+type idValue struct{ key, value string }
 
 func (s *idStream) RecvMsg(m any) error {
 	err := s.ServerStream.RecvMsg(m)
@@ -139,13 +144,10 @@ func (s *idStream) add(fields []shim.IDField, m any) {
 	if len(fields) == 0 {
 		return
 	}
-	if s.ids == nil {
-		s.ids = make(logrus.Fields, 2)
-	}
-	addIDs(s.ids, fields, m)
+	s.ids = addIDs(s.ids, fields, m)
 }
 
-func addIDs(dst logrus.Fields, fields []shim.IDField, m any) {
+func addIDs(dst []idValue, fields []shim.IDField, m any) []idValue {
 	for _, f := range fields {
 		var v string
 		switch m := m.(type) {
@@ -155,9 +157,10 @@ func addIDs(dst logrus.Fields, fields []shim.IDField, m any) {
 			v = findString(m.ProtoReflect(), f.Path)
 		}
 		if v != "" {
-			dst[f.Key] = v
+			dst = append(dst, idValue{f.Key, v})
 		}
 	}
+	return dst
 }
 
 func findString(m protoreflect.Message, path []protowire.Number) string {

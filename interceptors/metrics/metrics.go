@@ -2,10 +2,13 @@ package metrics
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/crishim/crishim/shim"
@@ -28,7 +31,39 @@ type Metrics struct {
 	handled  *prometheus.CounterVec
 	handling *prometheus.HistogramVec
 	inFlight *prometheus.GaugeVec
+
+	// series caches each method's series: a call then costs no label
+	// hashing or vector lookups. Keyed by label values, which are bounded.
+	series sync.Map // seriesKey -> *methodSeries
 }
+
+type seriesKey struct{ service, name string }
+
+// methodSeries are one method's series. The handled counter of a code is
+// created on first use, so codes never seen do not show up as zeros.
+type methodSeries struct {
+	inFlight prometheus.Gauge
+	handling prometheus.Observer
+	handled  [numCodes]atomic.Pointer[prometheus.Counter]
+
+	handledVec    *prometheus.CounterVec
+	service, name string
+}
+
+func (s *methodSeries) handledCounter(c codes.Code) prometheus.Counter {
+	if int(c) >= numCodes {
+		return s.handledVec.WithLabelValues(s.service, s.name, c.String())
+	}
+	if p := s.handled[c].Load(); p != nil {
+		return *p
+	}
+	ctr := s.handledVec.WithLabelValues(s.service, s.name, c.String())
+	s.handled[c].Store(&ctr)
+	return ctr
+}
+
+// numCodes is the number of gRPC status codes (OK to Unauthenticated).
+const numCodes = int(codes.Unauthenticated) + 1
 
 // New creates the metrics and registers them with reg.
 func New(reg prometheus.Registerer, methods *shim.Methods) (*Metrics, error) {
@@ -60,9 +95,9 @@ func New(reg prometheus.Registerer, methods *shim.Methods) (*Metrics, error) {
 // UnaryServerInterceptor measures typed (intercepted) calls.
 func (m *Metrics) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		done := m.start(info.FullMethod)
+		s, begin := m.start(info.FullMethod)
 		resp, err := handler(ctx, req)
-		done(err)
+		m.done(s, begin, err)
 		return resp, err
 	}
 }
@@ -70,22 +105,38 @@ func (m *Metrics) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 // StreamServerInterceptor measures passthrough and streaming calls.
 func (m *Metrics) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		done := m.start(info.FullMethod)
+		s, begin := m.start(info.FullMethod)
 		err := handler(srv, ss)
-		done(err)
+		m.done(s, begin, err)
 		return err
 	}
 }
 
-// start is the one core both forms share.
-func (m *Metrics) start(fullMethod string) func(error) {
-	meth := m.methods.Lookup(fullMethod)
-	begin := time.Now()
-	inFlight := m.inFlight.WithLabelValues(meth.Service, meth.Name)
-	inFlight.Inc()
-	return func(err error) {
-		inFlight.Dec()
-		m.handling.WithLabelValues(meth.Service, meth.Name).Observe(time.Since(begin).Seconds())
-		m.handled.WithLabelValues(meth.Service, meth.Name, status.Code(err).String()).Inc()
+// start and done are the one core both forms share.
+func (m *Metrics) start(fullMethod string) (*methodSeries, time.Time) {
+	s := m.seriesOf(m.methods.Lookup(fullMethod))
+	s.inFlight.Inc()
+	return s, time.Now()
+}
+
+func (m *Metrics) done(s *methodSeries, begin time.Time, err error) {
+	s.handling.Observe(time.Since(begin).Seconds())
+	s.inFlight.Dec()
+	s.handledCounter(status.Code(err)).Inc()
+}
+
+func (m *Metrics) seriesOf(meth *shim.Method) *methodSeries {
+	key := seriesKey{meth.Service, meth.Name}
+	if s, ok := m.series.Load(key); ok {
+		return s.(*methodSeries)
 	}
+	s := &methodSeries{
+		inFlight:   m.inFlight.WithLabelValues(meth.Service, meth.Name),
+		handling:   m.handling.WithLabelValues(meth.Service, meth.Name),
+		handledVec: m.handled,
+		service:    meth.Service,
+		name:       meth.Name,
+	}
+	actual, _ := m.series.LoadOrStore(key, s)
+	return actual.(*methodSeries)
 }
