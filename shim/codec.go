@@ -52,8 +52,8 @@ type codec struct{}
 
 var _ encoding.CodecV2 = codec{}
 
-// codecName is "proto" because the payloads are protobuf: peers see the
-// ordinary application/grpc content type.
+// codecName is "proto" because the payloads are protobuf. It is what the
+// server side registers; the kubelet's requests choose the content type.
 const codecName = "proto"
 
 func (codec) Marshal(v any) (mem.BufferSlice, error) {
@@ -80,6 +80,15 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 func (codec) Name() string { return codecName }
+
+// upstreamCodec is codec with an empty name. A client's forced codec name
+// becomes the content subtype of every request ("application/grpc+proto");
+// CRI-O matches exactly "application/grpc" (a cmux matcher in front of its
+// gRPC server) and resets any other connection. An empty name sends the
+// plain content type, as the kubelet's own client does.
+type upstreamCodec struct{ codec }
+
+func (upstreamCodec) Name() string { return "" }
 
 // protoCodec is gRPC's own protobuf codec, registered by grpc's init.
 var protoCodec = encoding.GetCodecV2(codecName)

@@ -268,3 +268,23 @@ func TestCredentialsNeverLeak(t *testing.T) {
 		}
 	}
 }
+
+// TestUpstreamContentType: crishim's requests to the runtime carry exactly
+// "application/grpc", as the kubelet's do; CRI-O resets connections whose
+// content type has a subtype ("application/grpc+proto").
+func TestUpstreamContentType(t *testing.T) {
+	e := newEnv(t, envOptions{handlers: []shim.Handler{versionSuffix()}})
+	rs := e.runtimeClient() // Version: a typed handler's upstream call
+	if _, err := rs.ListContainers(context.Background(), nil); err != nil { // passthrough
+		t.Fatal(err)
+	}
+	for _, m := range []string{runtimeapi.RuntimeService_Version_FullMethodName, runtimeapi.RuntimeService_ListContainers_FullMethodName} {
+		calls := e.fake.Calls(m)
+		if len(calls) == 0 {
+			t.Fatalf("no %s call reached the runtime", m)
+		}
+		if got := calls[0].Metadata.Get("content-type"); len(got) != 1 || got[0] != "application/grpc" {
+			t.Errorf("%s reached the runtime with content-type %q, want exactly application/grpc", m, got)
+		}
+	}
+}

@@ -78,7 +78,7 @@ func dialUpstream(endpoint string, o dialOptions) (*upstreamConn, error) {
 		// does not pay for a reconnect.
 		grpc.WithIdleTimeout(0),
 		grpc.WithDefaultCallOptions(
-			grpc.ForceCodecV2(codec{}),
+			grpc.ForceCodecV2(upstreamCodec{}),
 			grpc.MaxCallRecvMsgSize(o.maxMsgSize),
 			grpc.MaxCallSendMsgSize(o.maxMsgSize),
 		),
