@@ -13,7 +13,10 @@ help: ## list the targets
 build: ## build bin/crishim
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/crishim ./cmd/crishim
 
-test: lint unit fuzz e2e conformance ## the whole suite: lint, unit/integration (race), short fuzzing, and as root e2e + conformance on the real test bed
+# MATRIX=1 (default): e2e + critest on containerd 1.6, containerd 2.x and CRI-O;
+# MATRIX=0: containerd 1.6 only (RUNTIME picks another one).
+MATRIX ?= 1
+test: lint unit fuzz $(if $(filter 1,$(MATRIX)),matrix,e2e conformance) ## the whole suite: lint, unit (race), fuzzing, and as root the runtime matrix (e2e + critest direct vs through crishim on containerd 1.6, 2.x, CRI-O)
 
 unit: ## unit and integration tests against the in-process fake runtime, with the race detector
 	$(GO) test -race -count=1 $(PKGS)

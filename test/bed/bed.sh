@@ -2,23 +2,31 @@
 # shellcheck source-path=SCRIPTDIR
 # bed.sh: a private CRI test bed for crishim on one Debian bookworm machine (root, no systemd).
 #
-# containerd 1.6 (Debian) + runc + CNI bridge, two open/htpasswd docker registries, images built
-# offline, crictl/critest/crane/kubelet built from the Go module proxy, crishim in front of containerd.
-# Everything lives under $BED_DIR (state, sockets, logs) and $BED_CACHE (tool binaries, Go caches).
+# RUNTIME selects the runtime: containerd1 (Debian's containerd 1.6, the default), containerd2
+# (containerd 2.x) or crio (CRI-O), the last two built from the Go module proxy and cached. Each
+# runtime's bed has its own directory, CNI bridge and subnet, registries and ports.
+# Registries (docker-registry, open and htpasswd), images built offline, crictl/critest/crane/kubelet
+# built from the Go module proxy, crishim in front of the runtime. Everything lives under $BED_DIR
+# (state, sockets, logs) and $BED_CACHE (tool and runtime binaries, Go caches).
+# Every use of a bed, from start to tear-down, should hold flock $BED_LOCK (bed.mk does).
 #
-# Usage: test/bed/bed.sh COMMAND
+# Usage: [RUNTIME=containerd1|containerd2|crio] test/bed/bed.sh COMMAND
 #   install       apt-get the packages the bed needs (skips what is installed)
-#   tools         build crictl, critest, crane and kubelet into $BED_CACHE/bin (skips what is built)
-#   config        write containerd, CNI, registry and crictl configs under $BED_DIR
+#   tools         build crictl, critest, crane, kubelet and the runtime into $BED_CACHE (skips what is built)
+#   prepare       install + tools (needs no bed, so no lock)
+#   config        write the runtime's, CNI, registry and crictl configs under $BED_DIR
 #   up            install + tools + config + start + images
-#   start         start the registries and containerd (configured by `config`)
+#   start         start the registries and the runtime (configured by `config`)
 #   images        build the test images offline and push them (skips when already pushed)
-#   crishim-up    start bin/crishim in front of the bed's containerd on $BED_DIR/crishim.sock
+#   crishim-up    start bin/crishim in front of the bed's runtime on $BED_DIR/crishim.sock
 #   crishim-down  stop crishim
-#   down          stop everything the bed started (pods, kubelet, crishim, containerd, registries)
+#   e2e           go test -tags e2e ./test/e2e/... against the running bed and crishim
+#   down          stop everything the bed started (pods, kubelet, crishim, runtime, registries)
 #   env           print shell exports describing the bed (eval "$(test/bed/bed.sh env)")
 #   demo          up + crishim-up, then run a pod through crishim with crictl and leave it running
-#   conformance   critest v1.34.0 directly against containerd and through crishim, then compare
+#   conformance   critest v1.34.0 directly against the runtime and through crishim, then compare
+#   matrix [RT..] for each runtime (default all three): fresh bed under the lock, e2e, conformance,
+#                 tear-down; then one table
 #   status        show what is running
 set -euo pipefail
 
@@ -39,6 +47,8 @@ BED_LIB=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib
 . "$BED_LIB/demo.sh"
 # shellcheck source=lib/conformance.sh
 . "$BED_LIB/conformance.sh"
+# shellcheck source=lib/matrix.sh
+. "$BED_LIB/matrix.sh"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | grep -v '^# shellcheck' | sed -n 's/^# \{0,1\}//p'; }
 
@@ -47,6 +57,7 @@ shift || true
 case $cmd in
   install)      bed_install ;;
   tools)        bed_tools ;;
+  prepare)      bed_install; bed_tools ;;
   config)       bed_config ;;
   up)           bed_install; bed_tools; bed_config; bed_start; bed_images ;;
   start)        bed_start ;;
@@ -57,6 +68,9 @@ case $cmd in
   env)          bed_env ;;
   demo)         bed_demo ;;
   conformance)  bed_conformance "$@" ;;
+  e2e)          bed_e2e ;;
+  matrix)       bed_matrix "$@" ;;
+  matrix-one)   matrix_one ;;
   status)       bed_status ;;
   -h|--help|help) usage ;;
   *) usage >&2; exit 2 ;;

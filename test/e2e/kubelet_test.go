@@ -314,6 +314,16 @@ func TestKubeletStaticPod(t *testing.T) {
 		}
 		return s.GetStatus().GetState() == runtimeapi.PodSandboxState_SANDBOX_NOTREADY, nil
 	})
+	if b.metricsURL != "" {
+		// the sandbox is NOTREADY once its pause process exits, which can be before the kubelet's
+		// StopPodSandbox returns; the cleanup's own StopPodSandbox must not race it (containerd
+		// 1.6 fails two concurrent ones: "failed to destroy network for sandbox ... unknown FS magic")
+		waitFor(t, 30*time.Second, "the kubelet's StopPodSandbox through crishim to return", func() (bool, error) {
+			ms := b.metrics(t)
+			return ms.calls(t, "StopPodSandbox", "") > before.calls(t, "StopPodSandbox", "") &&
+				ms.value("crishim_grpc_server_in_flight", map[string]string{"grpc_method": "StopPodSandbox"}) == 0, nil
+		})
+	}
 	// the kubelet removes stopped sandboxes in its once-a-minute cleanup: not waited for
 }
 

@@ -34,6 +34,15 @@ type ownCrishim struct {
 	sock       string
 	metricsURL string
 	log        string
+	stopOnce   sync.Once
+	stopFn     func()
+}
+
+// stop sends crishim SIGTERM and waits for it to exit 0 (at most once; the test's cleanup does
+// it too).
+func (c *ownCrishim) stop(t *testing.T) {
+	t.Helper()
+	c.stopOnce.Do(c.stopFn)
 }
 
 // startCrishim runs bin/crishim with extra configuration (YAML appended to
@@ -50,7 +59,7 @@ func (b *bed) startCrishim(t *testing.T, name, extra string) *ownCrishim {
 	port := freePort(t)
 	c.metricsURL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	cfg := fmt.Sprintf("listen:\n  path: %s\nruntimeEndpoint: unix://%s\nshutdownGracePeriod: 10s\nmetrics:\n  address: 127.0.0.1:%d\nlog:\n  level: debug\n%s",
-		c.sock, b.containerdSock, port, extra)
+		c.sock, b.runtimeSock, port, extra)
 	cfgPath := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -66,7 +75,7 @@ func (b *bed) startCrishim(t *testing.T, name, extra string) *ownCrishim {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait(); logf.Close() }()
-	t.Cleanup(func() {
+	c.stopFn = func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-exited:
@@ -77,6 +86,9 @@ func (b *bed) startCrishim(t *testing.T, name, extra string) *ownCrishim {
 			_ = cmd.Process.Kill()
 			t.Errorf("crishim %s ignored SIGTERM for 20s", name)
 		}
+	}
+	t.Cleanup(func() {
+		c.stop(t)
 		if t.Failed() {
 			t.Logf("crishim %s log:\n%s", name, tail(c.log, 40))
 		}
@@ -150,7 +162,7 @@ routing:
 `)
 	ctx := testContext(t, 3*callTimeout)
 	rs, is := runtimeService(t, c.sock, false), imageService(t, c.sock)
-	drs := runtimeService(t, b.containerdSock, false)
+	drs := runtimeService(t, b.runtimeSock, false)
 	ensureImage(ctx, t, is, b.busybox())
 
 	// Routed: no handler asked, namespace untrusted-e2e.
@@ -158,42 +170,31 @@ routing:
 	cfg.Metadata.Namespace = "untrusted-e2e"
 	cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{CpuPeriod: 100000, CpuQuota: 150000, CpuShares: 1536, MemoryLimitInBytes: 1 << 30}
 	pod := runPod(ctx, t, rs, cfg, "")
-	st, err := drs.PodSandboxStatus(ctx, pod, true) // ask containerd itself
+	st, err := drs.PodSandboxStatus(ctx, pod, true) // ask the runtime itself
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := st.GetStatus().GetRuntimeHandler(); h != "kata-sim" {
-		t.Errorf("containerd runs the pod on %q, want kata-sim", h)
+	if h, want := st.GetStatus().GetRuntimeHandler(), b.rt.wantSandboxHandler("kata-sim"); h != want {
+		t.Errorf("%s reports the pod on %q, want %q", b.rt.label, h, want)
 	}
+	b.runsOn(t, pod, "kata-sim")
 	if a := st.GetStatus().GetAnnotations(); a["crishim.io/handler"] != "kata-sim" || a["crishim.io/routing-rule"] != "untrusted-to-kata" {
 		t.Errorf("sandbox annotations %v lack crishim's decision", a)
 	}
-	var info struct {
-		RuntimeSpec struct {
-			Annotations map[string]string `json:"annotations"`
-		} `json:"runtimeSpec"`
-		Config struct {
-			Linux struct {
-				Overhead map[string]any `json:"overhead"`
-			} `json:"linux"`
-		} `json:"config"`
-	}
-	if err := json.Unmarshal([]byte(st.GetInfo()["info"]), &info); err != nil {
-		t.Fatalf("verbose info: %v", err)
-	}
-	ann := info.RuntimeSpec.Annotations
+	ann := b.ociAnnotations(t, st)
 	if ann["io.katacontainers.config.hypervisor.default_vcpus"] != "2" || ann["io.katacontainers.config.hypervisor.default_memory"] != "1184" {
 		t.Errorf("OCI spec annotations %v: want default_vcpus 2 (1.5 + 0.25 CPU) and default_memory 1184 (1024 + 160 MiB) passed by kata-sim's pod_annotations", ann)
 	}
-	if mem, _ := info.Config.Linux.Overhead["memory_limit_in_bytes"].(float64); mem != 160<<20 {
-		t.Errorf("sandbox config overhead %v, want the handler's 160Mi filled in", info.Config.Linux.Overhead)
+	if overhead := b.sandboxOverhead(t, st); overhead["memory_limit_in_bytes"] != float64(160<<20) {
+		t.Errorf("sandbox overhead %v, want the handler's 160Mi filled in", overhead)
 	}
 
 	// Not routed: the default handler.
 	plain := runPod(ctx, t, rs, b.podConfig(t, "plain"), "")
-	if st, err := drs.PodSandboxStatus(ctx, plain, false); err != nil || st.GetStatus().GetRuntimeHandler() != "runc" {
-		t.Errorf("unrouted pod: %v, %v; want runc", st.GetStatus().GetRuntimeHandler(), err)
+	if st, err := drs.PodSandboxStatus(ctx, plain, false); err != nil || st.GetStatus().GetRuntimeHandler() != b.rt.wantSandboxHandler("runc") {
+		t.Errorf("unrouted pod: %v, %v; want %q", st.GetStatus().GetRuntimeHandler(), err, b.rt.wantSandboxHandler("runc"))
 	}
+	b.runsOn(t, plain, "runc")
 
 	// Denied: PermissionDenied, and no sandbox exists.
 	denied := b.podConfig(t, "denied")
@@ -238,7 +239,14 @@ routing:
 // pulls through it last long enough to overlap.
 func (b *bed) slowRegistry(t *testing.T, delay time.Duration) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// the bed configures SLOW_REGISTRY as a plain-HTTP registry in the runtime (CRI-O reads its
+	// registries.conf only at start); elsewhere a hosts.toml is written for the port below
+	fixed := os.Getenv("SLOW_REGISTRY")
+	addr := fixed
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,6 +292,9 @@ func (b *bed) slowRegistry(t *testing.T, delay time.Duration) string {
 			}()
 		}
 	}()
+	if fixed != "" {
+		return host
+	}
 	hosts := filepath.Join(b.dir, "certs.d", host)
 	if err := os.MkdirAll(hosts, 0o755); err != nil {
 		t.Fatal(err)
@@ -475,8 +486,8 @@ providers:
 					t.Errorf("RemoveImage: %v", err)
 				}
 			} else {
-				if err == nil || !strings.Contains(err.Error(), "401") && !strings.Contains(strings.ToLower(err.Error()), "unauthorized") {
-					t.Fatalf("PullImage from a namespace outside the policy: %v, want the registry's 401", err)
+				if !b.rt.isAuthDenied(err) {
+					t.Fatalf("PullImage from a namespace outside the policy: %v, want the registry's 401 (%s: %q)", err, b.rt.label, b.rt.authDenied)
 				}
 				if status.Code(err) == codes.PermissionDenied {
 					t.Errorf("crishim denied the pull itself; it must only withhold the credentials")

@@ -4,6 +4,10 @@
 // that passed through crishim equals the set that passed directly.
 //
 //	junitcmp -direct direct.xml -crishim crishim.xml [-direct-wall 71.2 -crishim-wall 73.9]
+//	         [-summary row.tsv] [-differing names.txt] [-rerun-direct d2.xml -rerun-crishim c2.xml]
+//
+// With the re-run reports (critest focused on the specs that differed, run again both ways), a
+// spec whose re-runs agree counts as flaky, not as a difference.
 package main
 
 import (
@@ -160,6 +164,74 @@ func SamePassed(a, b *Run) bool {
 	return true
 }
 
+// Differing lists the specs that passed in one run and not in the other, sorted.
+func Differing(a, b *Run) []string {
+	var out []string
+	for n := range union(a, b) {
+		if (a.Status[n] == "passed") != (b.Status[n] == "passed") {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func union(a, b *Run) map[string]bool {
+	names := map[string]bool{}
+	for n := range a.Status {
+		names[n] = true
+	}
+	for n := range b.Status {
+		names[n] = true
+	}
+	return names
+}
+
+// Settled is the comparison after the specs that differed were run again, directly and through
+// crishim: Flaky agreed on the re-run (a runtime or timing flake, e.g. containerd 1.6's OOM
+// reason under load), Real did not or were not re-run.
+type Settled struct {
+	Real, Flaky []string
+}
+
+// Settle re-judges the specs that differ between direct and crishim with the re-runs' outcomes;
+// rerunDirect and rerunCrishim may be nil (no re-run: every difference is real).
+func Settle(direct, crishim, rerunDirect, rerunCrishim *Run) Settled {
+	var s Settled
+	for _, n := range Differing(direct, crishim) {
+		if rerunDirect != nil && rerunCrishim != nil {
+			d, c := rerunDirect.Status[n], rerunCrishim.Status[n]
+			if d != "" && c != "" && (d == "passed") == (c == "passed") {
+				s.Flaky = append(s.Flaky, n)
+				continue
+			}
+		}
+		s.Real = append(s.Real, n)
+	}
+	return s
+}
+
+// Row is the comparison as one tab-separated line for the runtime matrix (test/bed/lib/matrix.sh):
+// the direct run, the run through crishim (each "passed/failed/skipped, seconds s"), whether the
+// same specs passed ("yes", "yes, N flaky" when re-runs agreed, "no") and the wall-time ratio
+// crishim/direct.
+func Row(direct, crishim *Run, s Settled) string {
+	cell := func(r *Run) string {
+		return fmt.Sprintf("%d/%d/%d, %.0f s", r.Count("passed"), r.Count("failed"), r.Count("skipped"), r.Seconds)
+	}
+	same, ratio := "yes", "-"
+	switch {
+	case len(s.Real) > 0:
+		same = "no"
+	case len(s.Flaky) > 0:
+		same = fmt.Sprintf("yes, %d flaky", len(s.Flaky))
+	}
+	if direct.Seconds > 0 {
+		ratio = fmt.Sprintf("%.2f", crishim.Seconds/direct.Seconds)
+	}
+	return strings.Join([]string{cell(direct), cell(crishim), same, ratio}, "\t")
+}
+
 func load(label, path string, wall float64) (*Run, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -182,11 +254,18 @@ func run(args []string, stdout io.Writer) error {
 	crishimPath := fs.String("crishim", "", "JUnit report of the run through crishim")
 	directWall := fs.Float64("direct-wall", 0, "wall time of the direct run in seconds (default: the report's)")
 	crishimWall := fs.Float64("crishim-wall", 0, "wall time of the crishim run in seconds (default: the report's)")
+	summaryPath := fs.String("summary", "", "also write the comparison to this file as one tab-separated line (see Row)")
+	differingPath := fs.String("differing", "", "also write the names of the specs whose outcome differs to this file, one a line")
+	rerunDirectPath := fs.String("rerun-direct", "", "JUnit report of a direct re-run of the differing specs")
+	rerunCrishimPath := fs.String("rerun-crishim", "", "JUnit report of a re-run through crishim of the differing specs")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *directPath == "" || *crishimPath == "" {
 		return errors.New("both -direct and -crishim are required")
+	}
+	if (*rerunDirectPath == "") != (*rerunCrishimPath == "") {
+		return errors.New("-rerun-direct and -rerun-crishim go together")
 	}
 	direct, err := load("direct", *directPath, *directWall)
 	if err != nil {
@@ -196,6 +275,15 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	var rerunDirect, rerunCrishim *Run
+	if *rerunDirectPath != "" {
+		if rerunDirect, err = load("direct re-run", *rerunDirectPath, 0); err != nil {
+			return err
+		}
+		if rerunCrishim, err = load("crishim re-run", *rerunCrishimPath, 0); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintln(stdout, direct.Summary())
 	fmt.Fprintln(stdout, crishim.Summary())
 	if direct.Seconds > 0 {
@@ -204,8 +292,30 @@ func run(args []string, stdout io.Writer) error {
 	for _, d := range Diff(direct, crishim) {
 		fmt.Fprintln(stdout, "  differs: "+d)
 	}
-	if !SamePassed(direct, crishim) {
+	settled := Settle(direct, crishim, rerunDirect, rerunCrishim)
+	for _, n := range settled.Flaky {
+		fmt.Fprintf(stdout, "  flaky: %s: re-run %s directly, %s through crishim\n", n, rerunDirect.Status[n], rerunCrishim.Status[n])
+	}
+	if *differingPath != "" {
+		var b strings.Builder
+		for _, n := range Differing(direct, crishim) {
+			b.WriteString(n + "\n")
+		}
+		if err := os.WriteFile(*differingPath, []byte(b.String()), 0o644); err != nil {
+			return err
+		}
+	}
+	if *summaryPath != "" {
+		if err := os.WriteFile(*summaryPath, []byte(Row(direct, crishim, settled)+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+	if len(settled.Real) > 0 {
 		return errors.New("the specs that passed through crishim differ from those that passed directly")
+	}
+	if len(settled.Flaky) > 0 {
+		fmt.Fprintf(stdout, "same specs passed directly and through crishim (%d flaky: the re-runs agreed)\n", len(settled.Flaky))
+		return nil
 	}
 	fmt.Fprintln(stdout, "same specs passed directly and through crishim")
 	return nil

@@ -86,3 +86,57 @@ func TestRun(t *testing.T) {
 		})
 	}
 }
+
+func TestSummaryRow(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	direct := write("direct.xml", reportDirect)
+	regressed := write("regressed.xml", strings.Replace(reportDirect,
+		`should be pulled" classname="CRI validation" status="passed"`,
+		`should be pulled" classname="CRI validation" status="failed"`, 1))
+	const pulled = `[It] [k8s.io] Image Manager public image should be pulled`
+	rerun := func(name, st string) string {
+		return write(name, `<testsuites><testsuite time="2"><testcase name="`+pulled+`" status="`+st+`"></testcase></testsuite></testsuites>`)
+	}
+	for _, tc := range []struct {
+		desc, crishim string
+		rerun         []string
+		wantErr       bool
+		want          string
+	}{
+		{"same", direct, nil, false, "2/1/1, 70 s\t2/1/1, 141 s\tyes\t2.00\n"},
+		{"regression", regressed, nil, true, "2/1/1, 70 s\t1/2/1, 141 s\tno\t2.00\n"},
+		{"flaky", regressed, []string{rerun("d1.xml", "passed"), rerun("c1.xml", "passed")}, false, "2/1/1, 70 s\t1/2/1, 141 s\tyes, 1 flaky\t2.00\n"},
+		{"regression confirmed", regressed, []string{rerun("d2.xml", "passed"), rerun("c2.xml", "failed")}, true, "2/1/1, 70 s\t1/2/1, 141 s\tno\t2.00\n"},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			summary, differing := filepath.Join(dir, tc.desc+".tsv"), filepath.Join(dir, tc.desc+".txt")
+			args := []string{"-direct", direct, "-direct-wall", "70.4", "-crishim", tc.crishim, "-crishim-wall", "140.8",
+				"-summary", summary, "-differing", differing}
+			if tc.rerun != nil {
+				args = append(args, "-rerun-direct", tc.rerun[0], "-rerun-crishim", tc.rerun[1])
+			}
+			var out strings.Builder
+			if err := run(args, &out); (err != nil) != tc.wantErr {
+				t.Fatalf("run() error = %v, want error %v; output:\n%s", err, tc.wantErr, out.String())
+			}
+			got, err := os.ReadFile(summary)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tc.want {
+				t.Errorf("summary = %q, want %q", got, tc.want)
+			}
+			names, _ := os.ReadFile(differing)
+			if want := map[bool]string{true: "", false: pulled + "\n"}[tc.crishim == direct]; string(names) != want {
+				t.Errorf("differing = %q, want %q", names, want)
+			}
+		})
+	}
+}

@@ -3,50 +3,77 @@
 # they leave behind. Sourced by bed.sh. Every process is started with nohup, tracked by a pid file
 # under $BED_DIR/run and stopped by that pid.
 
-PID_CONTAINERD=$BED_DIR/run/containerd.pid
+# the runtime's pid file (containerd 1.6, containerd 2.x or CRI-O); PID_CONTAINERD is its old name
+PID_RUNTIME=$BED_DIR/run/runtime.pid
+PID_CONTAINERD=$PID_RUNTIME
 PID_CRISHIM=$BED_DIR/run/crishim.pid
 PID_REGISTRY_OPEN=$BED_DIR/run/registry-open.pid
 PID_REGISTRY_AUTH=$BED_DIR/run/registry-auth.pid
 # written by the kubelet e2e test (test/e2e/kubelet_test.go) while its kubelet runs
 PID_KUBELET=$BED_DIR/kubelet/kubelet.pid
 
-containerd_ready() { crictl_to "$CONTAINERD_SOCK" version; }
+runtime_ready() { crictl_to "$RUNTIME_SOCK" version; }
+containerd_ready() { runtime_ready; }
+
+# start_runtime: the selected runtime on $RUNTIME_SOCK, with the configuration of bed_config
+start_runtime() {
+  case $RUNTIME in
+    containerd1)
+      start_daemon containerd "$PID_RUNTIME" "$BED_DIR/logs/runtime.log" \
+        containerd --config "$BED_DIR/containerd.toml" ;;
+    containerd2)
+      start_daemon "containerd $CONTAINERD2_VERSION" "$PID_RUNTIME" "$BED_DIR/logs/runtime.log" \
+        "$CONTAINERD2_BIN/containerd" --config "$BED_DIR/containerd.toml" ;;
+    crio)
+      # registries: the flags, not just the environment variable (which CRI-O ignores here)
+      start_daemon "CRI-O $CRIO_VERSION" "$PID_RUNTIME" "$BED_DIR/logs/runtime.log" \
+        env -u DOCKER_CONFIG CONTAINERS_STORAGE_CONF="$BED_DIR/storage.conf" \
+        CONTAINERS_REGISTRIES_CONF="$BED_DIR/registries.conf" REGISTRY_AUTH_FILE="$BED_DIR/crio-auth.json" \
+        "$CRIO_BIN/crio" --config "$BED_DIR/crio.conf" --config-dir "$BED_DIR/crio.conf.d" \
+        --registries-conf "$BED_DIR/registries.conf" --registries-conf-dir "$BED_DIR/registries.conf.d" ;;
+  esac
+}
 
 bed_start() {
   require_root
-  [ -f "$BED_DIR/containerd.toml" ] || bed_config
+  [ -f "$BED_DIR/crictl.yaml" ] || bed_config
   # A bridge left behind by an earlier bed (or another one routing our subnet) would swallow pod
   # traffic: remove our stale bridge, refuse to start next to a foreign one.
-  if ! alive "$PID_CONTAINERD" && ip link show "$CNI_BRIDGE" >/dev/null 2>&1; then
+  if ! alive "$PID_RUNTIME" && ip link show "$CNI_BRIDGE" >/dev/null 2>&1; then
     echo "removing stale bridge $CNI_BRIDGE"
     ip link del "$CNI_BRIDGE"
   fi
   if ip route show "$CNI_SUBNET" | grep -v "dev $CNI_BRIDGE" | grep -q .; then
     die "another interface already routes $CNI_SUBNET: $(ip route show "$CNI_SUBNET")"
   fi
-  log "start registries + containerd"
+  log "start registries + $RUNTIME"
   mkdir -p "$BED_DIR/run" "$BED_DIR/logs"
   start_daemon registry-open "$PID_REGISTRY_OPEN" "$BED_DIR/logs/registry-open.log" \
     docker-registry serve "$BED_DIR/registry/config-open.yml"
   start_daemon registry-auth "$PID_REGISTRY_AUTH" "$BED_DIR/logs/registry-auth.log" \
     docker-registry serve "$BED_DIR/registry/config-auth.yml"
-  start_daemon containerd "$PID_CONTAINERD" "$BED_DIR/logs/containerd.log" \
-    containerd --config "$BED_DIR/containerd.toml"
+  start_runtime
   wait_for 20 "open registry on $REGISTRY" curl -sf "http://$REGISTRY/v2/"
   wait_for 20 "htpasswd registry on $AUTH_REGISTRY" \
     sh -c "curl -s -o /dev/null -w '%{http_code}' http://$AUTH_REGISTRY/v2/ | grep -q 401"
-  wait_for 30 "containerd on $CONTAINERD_SOCK" containerd_ready
-  crictl_to "$CONTAINERD_SOCK" version
+  local i
+  for i in $(seq 150); do
+    runtime_ready >/dev/null 2>&1 && break
+    alive "$PID_RUNTIME" || { tail -20 "$BED_DIR/logs/runtime.log" >&2; die "$RUNTIME exited during startup (log $BED_DIR/logs/runtime.log)"; }
+    sleep 0.2
+  done
+  runtime_ready >/dev/null 2>&1 || die "timed out after 30s waiting for $RUNTIME on $RUNTIME_SOCK"
+  crictl_to "$RUNTIME_SOCK" version
 }
 
 crishim_ready() { curl -sf "http://127.0.0.1:$CRISHIM_METRICS_PORT/readyz"; }
 
 crishim_up() {
   require_root
-  alive "$PID_CONTAINERD" || die "containerd is not running: run '$0 up' first"
+  alive "$PID_RUNTIME" || die "$RUNTIME is not running: run '$0 up' first"
   [ -x "$CRISHIM_BIN" ] || die "$CRISHIM_BIN not found: build it first (make build)"
   local args=(--listen "$CRISHIM_SOCK"
-    --runtime-endpoint "unix://$CONTAINERD_SOCK" --image-endpoint "unix://$CONTAINERD_SOCK"
+    --runtime-endpoint "unix://$RUNTIME_SOCK" --image-endpoint "unix://$RUNTIME_SOCK"
     --metrics-address "127.0.0.1:$CRISHIM_METRICS_PORT" --log-level "${CRISHIM_LOG_LEVEL:-info}")
   # CRISHIM_CONFIG selects a config file. Without it crishim runs on its defaults: a bed-owned
   # empty file, so that an /etc/crishim/config.yaml on the machine never changes what is tested.
@@ -65,7 +92,8 @@ crishim_up() {
     fi
     sleep 0.2
   done
-  crishim_ready >/dev/null 2>&1 || die "crishim /readyz not ready after 20 s (log: $BED_DIR/logs/crishim.log)"
+  crishim_ready >/dev/null 2>&1 ||
+    die "crishim /readyz not ready after 20 s: $(curl -s "http://127.0.0.1:$CRISHIM_METRICS_PORT/readyz") (log: $BED_DIR/logs/crishim.log)"
   echo "crishim ready: socket $CRISHIM_SOCK, metrics http://127.0.0.1:$CRISHIM_METRICS_PORT/metrics"
 }
 
@@ -73,32 +101,49 @@ crishim_down() { stop_daemon crishim "$PID_CRISHIM"; }
 
 bed_down() {
   require_root
-  log "down: $BED_DIR"
+  log "down: $BED_DIR ($RUNTIME)"
   stop_daemon kubelet "$PID_KUBELET"
   crishim_down
-  if alive "$PID_CONTAINERD"; then
-    crictl_to "$CONTAINERD_SOCK" rmp -fa || true
+  if alive "$PID_RUNTIME"; then
+    crictl_to "$RUNTIME_SOCK" rmp -fa || true
   fi
-  stop_daemon containerd "$PID_CONTAINERD"
+  # CRI-O was seen ignoring SIGTERM after a critest run: stop_daemon escalates to SIGKILL
+  stop_daemon "$RUNTIME" "$PID_RUNTIME"
   stop_orphan_shims
+  stop_leftover_containers
   stop_daemon registry-open "$PID_REGISTRY_OPEN"
   stop_daemon registry-auth "$PID_REGISTRY_AUTH"
   unmount_under "$BED_DIR"
   if ip link show "$CNI_BRIDGE" >/dev/null 2>&1; then
     ip link del "$CNI_BRIDGE" && echo "bridge $CNI_BRIDGE removed"
   fi
+  # CRI-O's host-port table (only when this bed ran CRI-O)
+  if [ "$RUNTIME" = crio ] && command -v nft >/dev/null && nft list table ip crio-hostports >/dev/null 2>&1; then
+    nft delete table ip crio-hostports && echo "nft table ip crio-hostports removed"
+  fi
   remove_cgroups
   remove_kubelet_leftovers
-  rm -f "$CRISHIM_SOCK" "$CONTAINERD_SOCK" "$CONTAINERD_SOCK.ttrpc" "$BED_DIR/containerd-debug.sock"
+  rm -f "$CRISHIM_SOCK" "$RUNTIME_SOCK" "$RUNTIME_SOCK.ttrpc" "$BED_DIR/containerd-debug.sock"
 }
 
 # Shims of containers that outlived containerd (e.g. containerd was killed): they name our
-# containerd socket in their -address argument. Stopped by pid, one by one.
+# containerd socket in their -address argument; CRI-O's conmons name our directory. Stopped by
+# pid, one by one.
 stop_orphan_shims() {
   local pid
-  for pid in $(pgrep -f -- "-address $CONTAINERD_SOCK( |\$)" || true); do
+  for pid in $(pgrep -f -- "-address $RUNTIME_SOCK( |\$)" || true) $(pgrep -f -- "^/usr/bin/conmon .*$BED_DIR/" || true); do
     echo "stopping orphan shim $pid: $(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null | cut -c1-120)"
     kill "$pid" 2>/dev/null || true
+  done
+}
+
+# Containers runc still knows in the bed's handler roots (the runtime died before removing them).
+stop_leftover_containers() {
+  local state root id
+  for state in $(find "$BED_DIR" -maxdepth 4 -path "$BED_DIR/*-root/*" -name state.json 2>/dev/null); do
+    id=$(basename "$(dirname "$state")") root=$(dirname "$(dirname "$state")")
+    echo "removing leftover container $id (runc root $root)"
+    runc --root "$root" delete -f "$id" 2>/dev/null || true
   done
 }
 
@@ -135,12 +180,15 @@ export BED_DIR=$BED_DIR
 export BED_CACHE=$BED_CACHE
 export BED_BIN=$BED_BIN
 export BED_CGROUP=$BED_CGROUP
-export CONTAINERD_SOCK=$CONTAINERD_SOCK
+export BED_RUNTIME=$RUNTIME
+export RUNTIME_SOCK=$RUNTIME_SOCK
+export CONTAINERD_SOCK=$RUNTIME_SOCK
 export CRISHIM_SOCK=$CRISHIM_SOCK
 export CRISHIM_BIN=$CRISHIM_BIN
 export CRISHIM_METRICS_URL=http://127.0.0.1:$CRISHIM_METRICS_PORT
 export REGISTRY=$REGISTRY
 export AUTH_REGISTRY=$AUTH_REGISTRY
+export SLOW_REGISTRY=$SLOW_REGISTRY
 export AUTH_USER=$AUTH_USER
 export AUTH_PASS=$AUTH_PASS
 export CNI_BRIDGE=$CNI_BRIDGE
@@ -152,10 +200,10 @@ EOF2
 
 bed_status() {
   local name pidfile
-  for name in registry-open registry-auth containerd crishim kubelet; do
+  for name in registry-open registry-auth "$RUNTIME" crishim kubelet; do
     case $name in
       registry-open) pidfile=$PID_REGISTRY_OPEN ;; registry-auth) pidfile=$PID_REGISTRY_AUTH ;;
-      containerd) pidfile=$PID_CONTAINERD ;; crishim) pidfile=$PID_CRISHIM ;; kubelet) pidfile=$PID_KUBELET ;;
+      "$RUNTIME") pidfile=$PID_RUNTIME ;; crishim) pidfile=$PID_CRISHIM ;; kubelet) pidfile=$PID_KUBELET ;;
     esac
     if alive "$pidfile"; then echo "$name: running (pid $(cat "$pidfile"))"; else echo "$name: stopped"; fi
   done
