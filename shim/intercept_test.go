@@ -274,7 +274,7 @@ func TestCredentialsNeverLeak(t *testing.T) {
 // content type has a subtype ("application/grpc+proto").
 func TestUpstreamContentType(t *testing.T) {
 	e := newEnv(t, envOptions{handlers: []shim.Handler{versionSuffix()}})
-	rs := e.runtimeClient() // Version: a typed handler's upstream call
+	rs := e.runtimeClient()                                                 // Version: a typed handler's upstream call
 	if _, err := rs.ListContainers(context.Background(), nil); err != nil { // passthrough
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@
 #   images        build the test images offline and push them (skips when already pushed)
 #   crishim-up    start bin/crishim in front of the bed's runtime on $BED_DIR/crishim.sock
 #   crishim-down  stop crishim
+#   runtime-kill  SIGKILL the runtime only (fault tests); runtime-start starts it again
 #   e2e           go test -tags e2e ./test/e2e/... against the running bed and crishim
 #   down          stop everything the bed started (pods, kubelet, crishim, runtime, registries)
 #   env           print shell exports describing the bed (eval "$(test/bed/bed.sh env)")
@@ -64,6 +65,8 @@ case $cmd in
   images)       bed_images ;;
   crishim-up)   crishim_up ;;
   crishim-down) crishim_down ;;
+  runtime-kill) runtime_kill ;;
+  runtime-start) runtime_start ;;
   down)         bed_down ;;
   env)          bed_env ;;
   demo)         bed_demo ;;

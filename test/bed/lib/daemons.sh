@@ -34,6 +34,23 @@ start_runtime() {
   esac
 }
 
+# runtime_kill / runtime_start: for the fault tests (test/e2e/faults_test.go): SIGKILL just the
+# runtime, as a crash would, and start it again on the same socket and state.
+runtime_kill() {
+  local pid
+  [ -f "$PID_RUNTIME" ] || die "no runtime pid file $PID_RUNTIME: is the bed up?"
+  pid=$(cat "$PID_RUNTIME")
+  kill -9 "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do running "$pid" || break; sleep 0.1; done
+  rm -f "$PID_RUNTIME"
+  echo "$RUNTIME killed (pid $pid)"
+}
+
+runtime_start() {
+  start_runtime
+  wait_for 30 "$RUNTIME on $RUNTIME_SOCK" runtime_ready || die "$RUNTIME did not come back on $RUNTIME_SOCK"
+}
+
 bed_start() {
   require_root
   [ -f "$BED_DIR/crictl.yaml" ] || bed_config
