@@ -40,14 +40,19 @@ func (f *forwarder) handle(_ any, ss grpc.ServerStream) error {
 	m := f.methods.Lookup(fullMethod)
 	up := f.ups.get(m.Upstream)
 	ctx := outgoingContext(ss.Context())
+	var err error
 	switch {
 	case m.Unary():
-		return forwardUnary(ctx, ss, up.conn, fullMethod)
+		err = forwardUnary(ctx, ss, up.conn, fullMethod)
 	case m.Known && m.ServerStreams && !m.ClientStreams:
-		return f.forwardServerStream(ctx, ss, up.conn, m)
+		err = f.forwardServerStream(ctx, ss, up.conn, m)
 	default:
-		return forwardBidi(ctx, ss, up.conn, fullMethod)
+		err = forwardBidi(ctx, ss, up.conn, fullMethod)
 	}
+	if err != nil {
+		return up.named(err)
+	}
+	return nil
 }
 
 // outgoingContext forwards the caller's request metadata upstream; gRPC drops

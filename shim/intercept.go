@@ -14,7 +14,7 @@ import (
 type Handler struct {
 	method string
 	newReq func() proto.Message
-	handle func(ctx context.Context, req proto.Message, cc *grpc.ClientConn) (proto.Message, error)
+	handle func(ctx context.Context, req proto.Message, up *upstreamConn) (proto.Message, error)
 }
 
 // Method returns the full gRPC method name the handler intercepts.
@@ -34,10 +34,10 @@ func Intercept[Req, Resp proto.Message](fullMethod string, fn func(ctx context.C
 	return Handler{
 		method: fullMethod,
 		newReq: func() proto.Message { return zeroReq.ProtoReflect().New().Interface() },
-		handle: func(ctx context.Context, req proto.Message, cc *grpc.ClientConn) (proto.Message, error) {
+		handle: func(ctx context.Context, req proto.Message, up *upstreamConn) (proto.Message, error) {
 			next := func(ctx context.Context, req Req) (Resp, error) {
 				resp := zeroResp.ProtoReflect().New().Interface().(Resp)
-				if err := invoke(ctx, cc, fullMethod, req, resp); err != nil {
+				if err := invoke(ctx, up, fullMethod, req, resp); err != nil {
 					return zeroResp, err
 				}
 				return resp, nil
@@ -47,16 +47,19 @@ func Intercept[Req, Resp proto.Message](fullMethod string, fn func(ctx context.C
 	}
 }
 
-func invoke(ctx context.Context, cc *grpc.ClientConn, method string, req, resp any) error {
+func invoke(ctx context.Context, up *upstreamConn, method string, req, resp any) error {
 	var header, trailer metadata.MD
-	err := cc.Invoke(outgoingContext(ctx), method, req, resp, grpc.Header(&header), grpc.Trailer(&trailer))
+	err := up.conn.Invoke(outgoingContext(ctx), method, req, resp, grpc.Header(&header), grpc.Trailer(&trailer))
 	if len(header) > 0 {
 		_ = grpc.SetHeader(ctx, header)
 	}
 	if len(trailer) > 0 {
 		_ = grpc.SetTrailer(ctx, trailer)
 	}
-	return err
+	if err != nil {
+		return up.named(err)
+	}
+	return nil
 }
 
 // serviceDescs groups typed handlers into gRPC service descriptions holding
@@ -83,7 +86,7 @@ func serviceDescs(handlers []Handler, methods *Methods, ups *upstreams) ([]*grpc
 			byService[m.Service] = sd
 			order = append(order, sd)
 		}
-		cc := ups.get(m.Upstream).conn
+		up := ups.get(m.Upstream)
 		sd.Methods = append(sd.Methods, grpc.MethodDesc{
 			MethodName: m.Name,
 			Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
@@ -92,7 +95,7 @@ func serviceDescs(handlers []Handler, methods *Methods, ups *upstreams) ([]*grpc
 					return nil, err
 				}
 				call := func(ctx context.Context, req any) (any, error) {
-					return h.handle(ctx, req.(proto.Message), cc)
+					return h.handle(ctx, req.(proto.Message), up)
 				}
 				if interceptor == nil {
 					return call(ctx, req)

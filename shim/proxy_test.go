@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/shim"
 	"github.com/crishim/crishim/test/fakecri"
 )
 
@@ -442,6 +443,43 @@ func TestUpstreamDownAndBack(t *testing.T) {
 	waitFor(t, 5*time.Second, "crishim to reconnect after a runtime restart", func() bool {
 		return e.conn.Invoke(ctx, runtimeapi.RuntimeService_Version_FullMethodName, &rawMsg{}, &rawMsg{}, rawCall) == nil
 	})
+}
+
+// TestRuntimeDiesMidCall: a call in flight when the runtime goes away fails
+// with Unavailable naming the endpoint, typed or passthrough alike; a
+// runtime's own Unavailable passes unchanged.
+func TestRuntimeDiesMidCall(t *testing.T) {
+	e := newEnv(t, envOptions{handlers: []shim.Handler{versionSuffix()}})
+	endpoint := e.fake.Endpoint()
+	own := status.New(codes.Unavailable, "server is not initialized yet") // containerd's CRI while it starts
+	e.fake.Script(runtimeapi.RuntimeService_RemovePodSandbox_FullMethodName, fakecri.Script{Err: own.Err()})
+	err := e.conn.Invoke(context.Background(), runtimeapi.RuntimeService_RemovePodSandbox_FullMethodName, &rawMsg{}, &rawMsg{}, rawCall)
+	if diff := cmpStatus(status.Convert(err), own); diff != "" {
+		t.Errorf("the runtime's own Unavailable was changed: %s", diff)
+	}
+
+	e.fake.Script(runtimeapi.RuntimeService_ListContainers_FullMethodName, fakecri.Script{Delay: time.Minute})
+	e.fake.Script(runtimeapi.RuntimeService_Version_FullMethodName, fakecri.Script{Delay: time.Minute})
+	errs := make(chan error, 2)
+	go func() {
+		errs <- e.conn.Invoke(context.Background(), runtimeapi.RuntimeService_ListContainers_FullMethodName, &rawMsg{}, &rawMsg{}, rawCall)
+	}()
+	go func() {
+		_, err := runtimeapi.NewRuntimeServiceClient(e.conn).Version(context.Background(), &runtimeapi.VersionRequest{})
+		errs <- err
+	}()
+	waitFor(t, 5*time.Second, "both calls to reach the runtime", func() bool {
+		return len(e.fake.Calls(runtimeapi.RuntimeService_ListContainers_FullMethodName)) == 1 &&
+			len(e.fake.Calls(runtimeapi.RuntimeService_Version_FullMethodName)) == 1
+	})
+	e.fake.Stop()
+	e.fake = nil
+	for range 2 {
+		err := <-errs
+		if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), endpoint) {
+			t.Errorf("call cut by the runtime's death: %v, want Unavailable naming %s", err, endpoint)
+		}
+	}
 }
 
 func TestMessageSizeLimits(t *testing.T) {

@@ -5,14 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -101,6 +104,31 @@ func (u *upstreamConn) keepConnected(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// transportFailures start the messages gRPC-go gives to calls that failed
+// because the connection to the runtime failed, not because the runtime
+// answered with an error.
+var transportFailures = []string{
+	"connection error", "error reading from server", "transport is closing",
+	"connection closed", "error reading server preface", "the connection is draining",
+}
+
+// named makes a connection failure name the endpoint, so whoever reads it
+// knows which runtime socket to look at; every status the runtime itself
+// sent passes unchanged (the kubelet parses their text). The two are told
+// apart by gRPC-go's own wording of transport failures, which no runtime
+// uses for its statuses.
+func (u *upstreamConn) named(err error) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable || strings.Contains(st.Message(), u.endpoint) {
+		return err
+	}
+	msg := st.Message()
+	if !slices.ContainsFunc(transportFailures, func(p string) bool { return strings.HasPrefix(msg, p) }) {
+		return err
+	}
+	return status.Errorf(codes.Unavailable, "crishim upstream %s: %s", u.endpoint, msg)
 }
 
 // Ready reports whether the connection is established.

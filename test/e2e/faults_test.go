@@ -93,7 +93,7 @@ func TestRuntimeRestart(t *testing.T) {
 	waitFor(t, 10*time.Second, "calls through crishim to fail with Unavailable", func() (bool, error) {
 		return status.Code(call(conn)) == codes.Unavailable, nil
 	})
-	if err := call(conn); !strings.Contains(status.Convert(err).Message(), b.runtimeSock) {
+	if err := call(conn); status.Code(err) != codes.Unavailable || !strings.Contains(status.Convert(err).Message(), b.runtimeSock) {
 		t.Errorf("while the runtime is down: %v; want Unavailable naming %s", err, b.runtimeSock)
 	}
 	if resp, err := http.Get(c.metricsURL + "/readyz"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
