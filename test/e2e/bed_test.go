@@ -168,6 +168,28 @@ func (b *bed) podConfig(t *testing.T, name string) *runtimeapi.PodSandboxConfig 
 	}
 }
 
+// testPod is what most tests start with: the bed, the kubelet's clients
+// through crishim, busybox present, and a pod of the test's own that is
+// removed when the test ends.
+type testPod struct {
+	bed *bed
+	ctx context.Context
+	rs  internalapi.RuntimeService
+	is  internalapi.ImageManagerService
+	cfg *runtimeapi.PodSandboxConfig
+	id  string
+}
+
+func newTestPod(t *testing.T) *testPod {
+	t.Helper()
+	p := &testPod{bed: getBed(t), ctx: testContext(t, 2*callTimeout)}
+	p.rs, p.is = p.bed.crishim(t)
+	ensureImage(p.ctx, t, p.is, p.bed.busybox())
+	p.cfg = p.bed.podConfig(t, t.Name())
+	p.id = runPod(p.ctx, t, p.rs, p.cfg, "")
+	return p
+}
+
 // runPod starts a sandbox and removes it when the test ends.
 func runPod(ctx context.Context, t *testing.T, rs internalapi.RuntimeService, cfg *runtimeapi.PodSandboxConfig, handler string) string {
 	t.Helper()

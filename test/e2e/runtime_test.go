@@ -171,12 +171,8 @@ func hostNetns(t *testing.T) string {
 }
 
 func TestPodWithCNI(t *testing.T) {
-	b := getBed(t)
-	ctx := testContext(t, 2*callTimeout)
-	rs, is := b.crishim(t)
-	ensureImage(ctx, t, is, b.busybox())
-	podCfg := b.podConfig(t, t.Name())
-	pod := runPod(ctx, t, rs, podCfg, "")
+	p := newTestPod(t)
+	b, ctx, rs, podCfg, pod := p.bed, p.ctx, p.rs, p.cfg, p.id
 	ctr := startContainer(ctx, t, rs, pod, podCfg, b.busyboxContainer("web",
 		"mkdir -p /www && echo served-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www"))
 
@@ -238,12 +234,8 @@ func TestPodWithHostNetwork(t *testing.T) {
 
 // TestContainerLifecycle covers create/start, ExecSync, logs, stats, list, stop and remove.
 func TestContainerLifecycle(t *testing.T) {
-	b := getBed(t)
-	ctx := testContext(t, 2*callTimeout)
-	rs, is := b.crishim(t)
-	ensureImage(ctx, t, is, b.busybox())
-	podCfg := b.podConfig(t, t.Name())
-	pod := runPod(ctx, t, rs, podCfg, "")
+	p := newTestPod(t)
+	b, ctx, rs, podCfg, pod := p.bed, p.ctx, p.rs, p.cfg, p.id
 	cfg := b.busyboxContainer("main", "echo hello-from-e2e; echo to-stderr >&2; trap 'exit 0' TERM; while true; do sleep 0.2; done")
 	ctr := startContainer(ctx, t, rs, pod, podCfg, cfg)
 

@@ -82,12 +82,8 @@ func channelText(got map[byte]*bytes.Buffer, ch byte) string {
 }
 
 func TestExecURL(t *testing.T) {
-	b := getBed(t)
-	ctx := testContext(t, 2*callTimeout)
-	rs, is := b.crishim(t)
-	ensureImage(ctx, t, is, b.busybox())
-	podCfg := b.podConfig(t, t.Name())
-	pod := runPod(ctx, t, rs, podCfg, "")
+	p := newTestPod(t)
+	b, ctx, rs, podCfg, pod := p.bed, p.ctx, p.rs, p.cfg, p.id
 	ctr := startContainer(ctx, t, rs, pod, podCfg, b.busyboxContainer("sleeper", "exec sleep 3600"))
 
 	resp, err := rs.Exec(ctx, &runtimeapi.ExecRequest{
@@ -149,12 +145,8 @@ func TestExecURL(t *testing.T) {
 }
 
 func TestAttachURL(t *testing.T) {
-	b := getBed(t)
-	ctx := testContext(t, 2*callTimeout)
-	rs, is := b.crishim(t)
-	ensureImage(ctx, t, is, b.busybox())
-	podCfg := b.podConfig(t, t.Name())
-	pod := runPod(ctx, t, rs, podCfg, "")
+	p := newTestPod(t)
+	b, ctx, rs, podCfg, pod := p.bed, p.ctx, p.rs, p.cfg, p.id
 	cfg := b.busyboxContainer("echo", "while read line; do echo attached:$line; done")
 	cfg.Stdin = true
 	ctr := startContainer(ctx, t, rs, pod, podCfg, cfg)
@@ -176,12 +168,8 @@ func TestAttachURL(t *testing.T) {
 }
 
 func TestPortForwardURL(t *testing.T) {
-	b := getBed(t)
-	ctx := testContext(t, 2*callTimeout)
-	rs, is := b.crishim(t)
-	ensureImage(ctx, t, is, b.busybox())
-	podCfg := b.podConfig(t, t.Name())
-	pod := runPod(ctx, t, rs, podCfg, "")
+	p := newTestPod(t)
+	b, ctx, rs, podCfg, pod := p.bed, p.ctx, p.rs, p.cfg, p.id
 	ctr := startContainer(ctx, t, rs, pod, podCfg, b.busyboxContainer("web",
 		"mkdir -p /www && echo forwarded-from-pod > /www/index.html && exec httpd -f -p 8080 -h /www"))
 	waitFor(t, 10*time.Second, "httpd listening in the pod", func() (bool, error) {
