@@ -157,8 +157,15 @@ func TestRuntimeProfile(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Status through crishim: %v", err)
 	}
-	if !proto.Equal(&runtimeapi.StatusResponse{RuntimeHandlers: cs.RuntimeHandlers, Features: cs.Features},
-		&runtimeapi.StatusResponse{RuntimeHandlers: ds.RuntimeHandlers, Features: ds.Features}) {
+	// CRI-O lists its handlers in map order, different from one call to the
+	// next: compare them sorted.
+	byName := func(hs []*runtimeapi.RuntimeHandler) []*runtimeapi.RuntimeHandler {
+		out := slices.Clone(hs)
+		slices.SortFunc(out, func(a, b *runtimeapi.RuntimeHandler) int { return strings.Compare(a.GetName(), b.GetName()) })
+		return out
+	}
+	if !proto.Equal(&runtimeapi.StatusResponse{RuntimeHandlers: byName(cs.RuntimeHandlers), Features: cs.Features},
+		&runtimeapi.StatusResponse{RuntimeHandlers: byName(ds.RuntimeHandlers), Features: ds.Features}) {
 		t.Errorf("Status through crishim: handlers %v features %v; directly %v %v", cs.RuntimeHandlers, cs.Features, ds.RuntimeHandlers, ds.Features)
 	}
 	var names []string
