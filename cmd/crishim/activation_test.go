@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -74,7 +73,7 @@ func TestSocketActivationRestartRefusesNothing(t *testing.T) {
 	defer logf.Close()
 	first := startActivated(t, bin, cfg, lf, logf)
 
-	var refused, failed, ok atomic.Int64
+	var refused atomic.Int64
 	dial := func(ctx context.Context, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, "unix", sock)
 		if err != nil {
@@ -88,30 +87,13 @@ func TestSocketActivationRestartRefusesNothing(t *testing.T) {
 	}
 	defer conn.Close()
 	rc := runtimeapi.NewRuntimeServiceClient(conn)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				_, err := rc.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
-				cancel()
-				if err != nil {
-					failed.Add(1)
-					t.Logf("call failed: %v", err)
-				} else {
-					ok.Add(1)
-				}
-			}
-		}()
-	}
+	loop := startCallLoop(t, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := rc.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+		return err
+	})
+	ok, failed := &loop.ok, &loop.failed
 	waitUntil := func(n int64) {
 		deadline := time.Now().Add(10 * time.Second)
 		for ok.Load() < n {
@@ -132,8 +114,7 @@ func TestSocketActivationRestartRefusesNothing(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // calls wait in the backlog meanwhile
 	second := startActivated(t, bin, cfg, lf, logf)
 	waitUntil(beforeRestart + 200)
-	close(stop)
-	wg.Wait()
+	loop.stop()
 	_ = second.Process.Signal(syscall.SIGTERM)
 	if err := second.Wait(); err != nil {
 		t.Errorf("second crishim exited with %v, want 0", err)

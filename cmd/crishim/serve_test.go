@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,6 +130,43 @@ func (s *serving) stop() error {
 	s.cancel()
 	<-s.finished
 	return s.err
+}
+
+// callLoop calls from 4 goroutines, as a busy kubelet would, until stop.
+type callLoop struct {
+	ok, failed atomic.Int64
+	stopc      chan struct{}
+	wg         sync.WaitGroup
+}
+
+func startCallLoop(t *testing.T, call func() error) *callLoop {
+	l := &callLoop{stopc: make(chan struct{})}
+	for range 4 {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for {
+				select {
+				case <-l.stopc:
+					return
+				default:
+				}
+				if err := call(); err != nil {
+					l.failed.Add(1)
+					t.Logf("call failed: %v", err)
+				} else {
+					l.ok.Add(1)
+				}
+			}
+		}()
+	}
+	return l
+}
+
+// stop ends the loop and waits for the calls in flight.
+func (l *callLoop) stop() {
+	close(l.stopc)
+	l.wg.Wait()
 }
 
 // TestServeLifecycle runs crishim as main does, in front of a fake runtime:
