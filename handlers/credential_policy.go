@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strings"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/crishim/crishim/handlers/credentials"
+	"github.com/crishim/crishim/handlers/registry"
 )
 
 // CredentialsConfig is images.credentials: where node credentials come from
@@ -46,7 +48,9 @@ type ProviderSource struct {
 // images from some registries.
 type CredentialRule struct {
 	// Registries are registry host globs ("registry.example",
-	// "*.corp.example", "*" for all).
+	// "*.corp.example", "localhost:5001", "*" for all), compared with the
+	// image's canonical registry (registry.Canonical): letter case, Docker
+	// Hub's aliases and the port 443 do not matter.
 	Registries []string `json:"registries"`
 	// Namespaces may receive the credentials (exact names or globs); an
 	// empty list means none may.
@@ -57,15 +61,32 @@ type CredentialRule struct {
 // for a registry.
 type CredentialPolicy []CredentialRule
 
-// Allows reports whether pods of namespace may pull from registry with node
-// credentials.
-func (p CredentialPolicy) Allows(registry, namespace string) bool {
+// Allows reports whether pods of namespace may pull from reg with node
+// credentials. reg is compared by its canonical identity, so every spelling
+// of one registry gets one answer. The policy's own patterns must be
+// canonical already: the puller canonicalizes a policy once, when it is set.
+func (p CredentialPolicy) Allows(reg, namespace string) bool {
+	reg = registry.Canonical(reg)
 	for _, r := range p {
-		if slices.ContainsFunc(r.Registries, func(pat string) bool { return glob(pat, registry) }) {
+		if slices.ContainsFunc(r.Registries, func(pat string) bool { return glob(pat, reg) }) {
 			return slices.ContainsFunc(r.Namespaces, func(pat string) bool { return glob(pat, namespace) })
 		}
 	}
 	return true
+}
+
+// canonical returns the policy with every registry pattern canonicalized
+// (registry.Canonical), so that Allows compares like with like.
+func (p CredentialPolicy) canonical() CredentialPolicy {
+	out := make(CredentialPolicy, len(p))
+	for i, r := range p {
+		regs := make([]string, len(r.Registries))
+		for j, pat := range r.Registries {
+			regs[j] = registry.Canonical(pat)
+		}
+		out[i] = CredentialRule{Registries: regs, Namespaces: slices.Clone(r.Namespaces)}
+	}
+	return out
 }
 
 // Validate returns every problem of images.credentials.
@@ -94,13 +115,54 @@ func (c *CredentialsConfig) Validate() []string {
 		if len(r.Registries) == 0 {
 			problems = append(problems, key+": registries must list at least one registry host or glob")
 		}
-		for _, pat := range append(append([]string{}, r.Registries...), r.Namespaces...) {
-			if _, err := path.Match(pat, ""); err != nil {
-				problems = append(problems, fmt.Sprintf("%s: %q is not a valid glob", key, pat))
+		for j, pat := range r.Registries {
+			if msg := registryPatternProblem(pat); msg != "" {
+				problems = append(problems, fmt.Sprintf("%s.registries[%d]: %q %s", key, j, pat, msg))
+			}
+		}
+		for j, pat := range r.Namespaces {
+			if msg := namespacePatternProblem(pat); msg != "" {
+				problems = append(problems, fmt.Sprintf("%s.namespaces[%d]: %q %s", key, j, pat, msg))
 			}
 		}
 	}
 	return problems
+}
+
+// registryPatternProblem says what is wrong with a policy registry pattern,
+// or "" when nothing is.
+func registryPatternProblem(pat string) string {
+	switch {
+	case pat == "":
+		return "is empty: write a registry host or glob"
+	case strings.Contains(pat, "://"):
+		return "has a scheme: write the registry host[:port] only (\"registry.example\")"
+	case strings.Contains(pat, "/"):
+		return "has a path: the policy is per registry host[:port], not per repository"
+	}
+	if _, err := path.Match(pat, ""); err != nil {
+		return "is not a valid glob"
+	}
+	return ""
+}
+
+// namespacePatternProblem says what is wrong with a policy namespace
+// pattern. Namespaces are lower-case DNS labels (RFC 1123); a pattern with
+// other characters, upper case above all, could never match and would
+// silently withhold credentials.
+func namespacePatternProblem(pat string) string {
+	if _, err := path.Match(pat, ""); err != nil {
+		return "is not a valid glob"
+	}
+	for _, c := range pat {
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || strings.ContainsRune("*?[]^!", c)) {
+			return "can never match: namespaces are lower-case DNS labels (a-z, 0-9, '-'); globs may use * ? [ ]"
+		}
+	}
+	if pat == "" {
+		return "is empty: write a namespace or glob"
+	}
+	return ""
 }
 
 // DefaultKubeletRootDir is the kubelet's default --root-dir, the first place

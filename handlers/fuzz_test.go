@@ -65,7 +65,7 @@ func FuzzPullImage(f *testing.F) {
 	f.Add([]byte{})
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	pm, err := NewPullMetrics(prometheus.NewRegistry())
+	pm, err := NewPullMetrics(prometheus.NewRegistry(), nil)
 	if err != nil {
 		f.Fatal(err)
 	}

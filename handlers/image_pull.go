@@ -20,6 +20,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/handlers/credentials"
+	"github.com/crishim/crishim/handlers/registry"
 	"github.com/crishim/crishim/shim"
 )
 
@@ -61,11 +62,16 @@ func (p *ImagePuller) SetPriority(namespaces []string) { p.priority.Store(&names
 // SetCredentials changes the credential sources and policy for pulls that
 // start later (on reload).
 func (p *ImagePuller) SetCredentials(provider credentials.Provider, policy CredentialPolicy) {
-	p.creds.Store(&credentialState{provider: provider, policy: policy})
+	if provider == nil {
+		p.creds.Store(nil)
+		return
+	}
+	p.creds.Store(&credentialState{provider: provider, policy: policy.canonical()})
 }
 
 // WithCredentials injects node credentials from provider into pulls that
-// carry none, for the namespaces policy allows.
+// carry none, for the namespaces policy allows. A nil provider injects
+// nothing; nil metrics count nothing.
 func WithCredentials(provider credentials.Provider, policy CredentialPolicy, m *CredentialMetrics) PullerOption {
 	return func(p *ImagePuller) {
 		p.metrics = m
@@ -73,10 +79,14 @@ func WithCredentials(provider credentials.Provider, policy CredentialPolicy, m *
 	}
 }
 
-// NewImagePuller returns the PullImage handler.
+// NewImagePuller returns the PullImage handler. A nil log logs to logrus's
+// standard logger.
 func NewImagePuller(log logrus.FieldLogger, opts ...PullerOption) *ImagePuller {
 	salt := make([]byte, 32)
 	_, _ = rand.Read(salt)
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
 	p := &ImagePuller{log: log, salt: salt}
 	for _, o := range opts {
 		o(p)
@@ -98,7 +108,7 @@ func (p *ImagePuller) PullImage(ctx context.Context, req *runtimeapi.PullImageRe
 	if image == "" {
 		return nil, status.Error(codes.InvalidArgument, "crishim: PullImage needs image.image, the reference to pull")
 	}
-	ref := ParseImage(image)
+	ref := registry.Parse(image)
 	ns := req.GetSandboxConfig().GetMetadata().GetNamespace()
 	cs := p.creds.Load()
 	if cs == nil || hasAuth(req.GetAuth()) {
@@ -113,7 +123,7 @@ func (p *ImagePuller) PullImage(ctx context.Context, req *runtimeapi.PullImageRe
 	}
 	creds := cs.provider.Lookup(ctx, image)
 	if len(creds) > 0 && !cs.policy.Allows(ref.Registry, ns) {
-		p.metrics.results.WithLabelValues(ref.Registry, "policy", "denied").Inc()
+		p.metrics.count(ref.Registry, "policy", "denied")
 		p.log.WithFields(logrus.Fields{"image": image, "registry": ref.Registry, "namespace": ns, "credentials": len(creds)}).
 			Info("node credentials withheld by images.credentials.policy; pulling without them")
 		creds = nil
@@ -148,7 +158,7 @@ func (p *ImagePuller) PullImage(ctx context.Context, req *runtimeapi.PullImageRe
 }
 
 // pull runs one upstream pull, through the scheduler when there is one.
-func (p *ImagePuller) pull(ctx context.Context, req *runtimeapi.PullImageRequest, ref ImageRef, ns, source string, next pullNext) (*runtimeapi.PullImageResponse, error) {
+func (p *ImagePuller) pull(ctx context.Context, req *runtimeapi.PullImageRequest, ref registry.Ref, ns, source string, next pullNext) (*runtimeapi.PullImageResponse, error) {
 	start := time.Now()
 	fields := logrus.Fields{"image": req.GetImage().GetImage(), "registry": ref.Registry, "namespace": ns, "credentials": source}
 	if p.sched == nil {
@@ -193,10 +203,7 @@ func (p *ImagePuller) logPull(fields logrus.Fields, start time.Time, r PullResul
 	p.log.WithFields(fields).Info("image pulled")
 }
 
-func (p *ImagePuller) countCredential(registry, source string, err error) {
-	if p.metrics == nil {
-		return
-	}
+func (p *ImagePuller) countCredential(reg, source string, err error) {
 	result := "success"
 	switch {
 	case err == nil:
@@ -205,7 +212,7 @@ func (p *ImagePuller) countCredential(registry, source string, err error) {
 	default:
 		result = "error"
 	}
-	p.metrics.results.WithLabelValues(registry, source, result).Inc()
+	p.metrics.count(reg, source, result)
 }
 
 func hasAuth(a *runtimeapi.AuthConfig) bool {

@@ -2,6 +2,7 @@ package handlers_test
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/crishim/crishim/handlers"
 	"github.com/crishim/crishim/handlers/credentials"
+	registrypkg "github.com/crishim/crishim/handlers/registry"
 	"github.com/crishim/crishim/test/fakecri"
 )
 
@@ -55,7 +57,7 @@ type credEnv struct {
 func newCredEnv(t *testing.T, creds []credentials.Credential, policy handlers.CredentialPolicy, sched bool) *credEnv {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	cm, err := handlers.NewCredentialMetrics(reg)
+	cm, err := handlers.NewCredentialMetrics(reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +68,7 @@ func newCredEnv(t *testing.T, creds []credentials.Credential, policy handlers.Cr
 	p := &staticProvider{creds: creds}
 	opts := []handlers.PullerOption{handlers.WithCredentials(p, policy, cm)}
 	if sched {
-		pm, err := handlers.NewPullMetrics(reg)
+		pm, err := handlers.NewPullMetrics(reg, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -213,3 +215,97 @@ func TestCredentialsNeverLeakFromInjection(t *testing.T) {
 		}
 	}
 }
+
+// TestCredentialPolicySpellings is the regression test of the letter-case
+// bypass: a namespace refused node credentials for a registry got them by
+// writing the registry's host in upper case (no rule matched, so the default
+// allowed). Every spelling of one registry, in the image or in the policy,
+// must meet the same rule.
+func TestCredentialPolicySpellings(t *testing.T) {
+	tests := []struct {
+		desc, image string
+		registries  []string
+		ns          string
+		want        []string // upstream pulls' credentials
+	}{
+		{"upper-case host, refused namespace", "REGISTRY.EXAMPLE/private/app:1", []string{"registry.example"}, "other", []string{":"}},
+		{"mixed-case host, refused namespace", "Registry.Example/private/app:1", []string{"registry.example"}, "other", []string{":"}},
+		{"default port, refused namespace", "registry.example:443/private/app:1", []string{"registry.example"}, "other", []string{":"}},
+		{"upper-case host and port 443", "REGISTRY.example:443/private/app:1", []string{"registry.example"}, "other", []string{":"}},
+		{"upper-case policy pattern", "registry.example/private/app:1", []string{"REGISTRY.Example"}, "other", []string{":"}},
+		{"glob against an upper-case host", "PROD.CORP.example/private/app:1", []string{"*.corp.example"}, "other", []string{":"}},
+		{"Docker Hub alias in upper case", "INDEX.DOCKER.IO/busybox", []string{"docker.io"}, "other", []string{":"}},
+		{"Docker Hub short name, policy on the alias", "busybox", []string{"index.docker.io"}, "other", []string{":"}},
+		{"upper-case host, allowed namespace", "REGISTRY.EXAMPLE/private/app:1", []string{"registry.example"}, "team-a", []string{"robot:" + goodPassword}},
+		{"another registry is not folded in", "registry-1.example/private/app:1", []string{"registry.example"}, "other", []string{"robot:" + goodPassword}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			policy := handlers.CredentialPolicy{{Registries: tc.registries, Namespaces: []string{"team-*"}}}
+			e := newCredEnv(t, []credentials.Credential{right}, policy, false)
+			req := privatePull(tc.ns, nil)
+			req.Image.Image = tc.image
+			_, _ = e.ic.PullImage(context.Background(), req)
+			if got := upstreamAuths(t, e.fake); strings.Join(got, ",") != strings.Join(tc.want, ",") {
+				t.Errorf("pull of %q in %q went upstream with %v, want %v", tc.image, tc.ns, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestRegistryLabelsBounded pulls from many registries, as any pod could,
+// and checks that the metrics keep at most the bound of registry label
+// values plus "other".
+func TestRegistryLabelsBounded(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	labels := registryLabels(5)
+	cm, err := handlers.NewCredentialMetrics(reg, labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm, err := handlers.NewPullMetrics(reg, labels)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := handlers.NewPullScheduler(handlers.PullLimits{MaxParallel: 4, MaxParallelPerRegistry: 1}, true, pm)
+	t.Cleanup(s.Close)
+	p := &staticProvider{creds: []credentials.Credential{right}}
+	puller := handlers.NewImagePuller(logrus.New(), handlers.WithCredentials(p, nil, cm), handlers.WithScheduler(s, nil))
+	e := newCrishimEnv(t, func(f *fakecri.Server) {
+		f.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Respond: registry})
+	}, reg, puller.Handler())
+	for i := 0; i < 40; i++ {
+		req := privatePull("team-a", nil)
+		req.Image.Image = fmt.Sprintf("a%d.example/private/app:1", i)
+		if _, err := e.ic.PullImage(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for _, mf := range families {
+		values := map[string]bool{}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "registry" {
+					values[l.GetValue()] = true
+				}
+			}
+		}
+		if len(values) == 0 {
+			continue
+		}
+		checked++
+		if len(values) != 6 || !values["other"] {
+			t.Errorf("%s: %d registry label values %v, want the bound 5 plus other", mf.GetName(), len(values), values)
+		}
+	}
+	if checked < 4 {
+		t.Errorf("only %d metric families carry a registry label; the test exercises too little", checked)
+	}
+}
+
+func registryLabels(n int) *registrypkg.Labels { return registrypkg.NewLabels(n) }

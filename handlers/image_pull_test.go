@@ -21,7 +21,7 @@ import (
 func newPullEnv(t *testing.T, limits handlers.PullLimits, log *logrus.Logger) *crishimEnv {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	m, err := handlers.NewPullMetrics(reg)
+	m, err := handlers.NewPullMetrics(reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

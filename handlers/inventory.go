@@ -30,10 +30,17 @@ type Inventory struct {
 	done   chan struct{}
 }
 
-// NewInventory returns an inventory for the configured handler names.
+// NewInventory returns an inventory for the configured handler names. A nil
+// log is logrus's standard logger; nil metrics are registered nowhere.
 func NewInventory(log logrus.FieldLogger, m *Metrics, configured []string, interval time.Duration) *Inventory {
 	if interval <= 0 {
 		interval = DefaultResyncInterval
+	}
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
+	if m == nil {
+		m = unregisteredMetrics()
 	}
 	return &Inventory{log: log, metrics: m, configured: configured, interval: interval}
 }

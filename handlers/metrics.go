@@ -51,3 +51,10 @@ func handlerLabel(h string) string {
 	}
 	return h
 }
+
+// unregisteredMetrics are metrics registered nowhere, for constructors
+// given none: the code paths stay the same and nothing is nil.
+func unregisteredMetrics() *Metrics {
+	m, _ := NewMetrics(prometheus.NewRegistry()) // a fresh registry cannot refuse
+	return m
+}

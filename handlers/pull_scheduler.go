@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -60,8 +61,12 @@ type PullScheduler struct {
 	flights     map[PullKey]*flight
 }
 
-// NewPullScheduler returns a scheduler with the given limits.
+// NewPullScheduler returns a scheduler with the given limits. Nil metrics
+// are registered nowhere.
 func NewPullScheduler(limits PullLimits, dedup bool, m *PullMetrics) *PullScheduler {
+	if m == nil {
+		m, _ = NewPullMetrics(prometheus.NewRegistry(), nil) // a fresh registry cannot refuse
+	}
 	root, cancel := context.WithCancel(context.Background())
 	s := &PullScheduler{
 		metrics: m, root: root, cancel: cancel, draining: make(chan struct{}),
@@ -127,7 +132,7 @@ func (s *PullScheduler) Pull(ctx context.Context, key PullKey, registry string, 
 	if joined {
 		f.waiters++
 		s.mu.Unlock()
-		s.metrics.deduplicated.WithLabelValues(registry).Inc()
+		s.metrics.deduplicated.WithLabelValues(s.metrics.label(registry)).Inc()
 	} else {
 		fctx, cancel := context.WithCancel(fnCtx(s.root))
 		f = &flight{key: key, waiters: 1, cancel: cancel, done: make(chan struct{})}
@@ -175,7 +180,7 @@ func (s *PullScheduler) run(ctx context.Context, f *flight, registry string, pri
 	s.metrics.wait.Observe(f.result.Wait.Seconds())
 	if err != nil {
 		f.result.Err = err
-		s.metrics.pulls.WithLabelValues(registry, "canceled").Inc()
+		s.metrics.pulls.WithLabelValues(s.metrics.label(registry), "canceled").Inc()
 		return
 	}
 	defer s.release(registry)
@@ -189,8 +194,8 @@ func (s *PullScheduler) run(ctx context.Context, f *flight, registry string, pri
 	}
 	pullStart := time.Now()
 	f.result.Response, f.result.Err = fn(ctx)
-	s.metrics.duration.WithLabelValues(registry).Observe(time.Since(pullStart).Seconds())
-	s.metrics.pulls.WithLabelValues(registry, pullOutcome(f.result.Err)).Inc()
+	s.metrics.duration.WithLabelValues(s.metrics.label(registry)).Observe(time.Since(pullStart).Seconds())
+	s.metrics.pulls.WithLabelValues(s.metrics.label(registry), pullOutcome(f.result.Err)).Inc()
 }
 
 func pullOutcome(err error) string {
@@ -255,7 +260,7 @@ func (s *PullScheduler) releaseLocked(registry string) {
 		delete(s.perRegistry, registry)
 	}
 	s.metrics.inFlight.Dec()
-	s.metrics.registryInFlight.WithLabelValues(registry).Dec()
+	s.metrics.registryInFlight.WithLabelValues(s.metrics.label(registry)).Dec()
 	s.dispatchLocked()
 }
 
@@ -273,7 +278,7 @@ func (s *PullScheduler) dispatchLocked() {
 				s.inFlight++
 				s.perRegistry[w.registry]++
 				s.metrics.inFlight.Inc()
-				s.metrics.registryInFlight.WithLabelValues(w.registry).Inc()
+				s.metrics.registryInFlight.WithLabelValues(s.metrics.label(w.registry)).Inc()
 				w.granted = true
 				close(w.ready)
 			}

@@ -66,7 +66,7 @@ func (g *gate) snapshot() (started []string, cur, maxSeen int) {
 
 func newTestScheduler(t *testing.T, l PullLimits, dedup bool) *PullScheduler {
 	t.Helper()
-	m, err := NewPullMetrics(prometheus.NewRegistry())
+	m, err := NewPullMetrics(prometheus.NewRegistry(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

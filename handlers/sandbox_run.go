@@ -27,8 +27,23 @@ type SandboxRunner struct {
 }
 
 // NewSandboxRunner returns the RunPodSandbox handler for a validated
-// configuration.
+// configuration. Nil arguments get harmless defaults rather than a panic on
+// the first pod: no router routes nothing (every pod keeps its handler), no
+// inventory knows no runtime handlers, nil metrics are registered nowhere,
+// a nil log is logrus's standard logger.
 func NewSandboxRunner(router *Router, inv *Inventory, m *Metrics, log logrus.FieldLogger) *SandboxRunner {
+	if log == nil {
+		log = logrus.StandardLogger()
+	}
+	if m == nil {
+		m = unregisteredMetrics()
+	}
+	if router == nil {
+		router = NewRouter(nil, Routing{})
+	}
+	if inv == nil {
+		inv = NewInventory(log, m, router.Known(), 0)
+	}
 	s := &SandboxRunner{inventory: inv, metrics: m, log: log}
 	s.router.Store(router)
 	return s

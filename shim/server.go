@@ -40,6 +40,15 @@ type Config struct {
 	MaxMessageSize int
 	// ReconnectBackoff caps upstream reconnect delays; zero means the default.
 	ReconnectBackoff time.Duration
+	// MaxConnections caps the client connections served at once, per
+	// listener; further clients wait in the socket's backlog until one
+	// closes. Zero means no limit (crishim's configuration sets one).
+	MaxConnections int
+	// MaxConcurrentStreams caps the calls in flight on one client
+	// connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); a client's
+	// further calls wait in the client until one ends. Zero means gRPC's
+	// default, no limit.
+	MaxConcurrentStreams uint32
 }
 
 // Option configures a Server.
@@ -78,6 +87,9 @@ type Server struct {
 	ups     *upstreams
 	methods *Methods
 
+	conns      *connections
+	maxStreams uint32
+
 	draining context.Context
 	drain    context.CancelFunc
 }
@@ -99,6 +111,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	if cfg.RuntimeEndpoint == "" {
 		cfg.RuntimeEndpoint = DefaultRuntimeEndpoint
 	}
+	if cfg.MaxConnections < 0 {
+		return nil, fmt.Errorf("max connections %d: must not be negative", cfg.MaxConnections)
+	}
 	ups, err := newUpstreams(cfg.RuntimeEndpoint, cfg.ImageEndpoint, dialOptions{maxMsgSize: cfg.MaxMessageSize, maxBackoff: cfg.ReconnectBackoff})
 	if err != nil {
 		return nil, err
@@ -114,26 +129,37 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	}
 	draining, drain := context.WithCancel(context.Background())
 	fwd := &forwarder{methods: methods, ups: ups, draining: draining}
-	g := grpc.NewServer(
+	sopts := []grpc.ServerOption{
 		grpc.ForceServerCodecV2(codec{}),
 		grpc.MaxRecvMsgSize(cfg.MaxMessageSize),
 		grpc.MaxSendMsgSize(cfg.MaxMessageSize),
 		grpc.UnknownServiceHandler(fwd.handle),
 		grpc.ChainUnaryInterceptor(o.unary...),
 		grpc.ChainStreamInterceptor(o.stream...),
-	)
+	}
+	if cfg.MaxConcurrentStreams > 0 {
+		sopts = append(sopts, grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams))
+	}
+	g := grpc.NewServer(sopts...)
 	for _, sd := range descs {
 		g.RegisterService(sd, struct{}{})
 	}
-	return &Server{grpc: g, ups: ups, methods: methods, draining: draining, drain: drain}, nil
+	return &Server{
+		grpc: g, ups: ups, methods: methods,
+		conns: newConnections(cfg.MaxConnections), maxStreams: cfg.MaxConcurrentStreams,
+		draining: draining, drain: drain,
+	}, nil
 }
 
 // Methods returns the server's method table.
 func (s *Server) Methods() *Methods { return s.methods }
 
-// Serve accepts connections on l until Shutdown or Stop.
+// Serve accepts connections on l until Shutdown or Stop, serving at most
+// Config.MaxConnections of them at once.
 func (s *Server) Serve(l net.Listener) error {
-	if err := s.grpc.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+	stop := s.conns.reclaimer()
+	defer stop()
+	if err := s.grpc.Serve(s.conns.listener(l)); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("serve %s: %w", l.Addr(), err)
 	}
 	return nil

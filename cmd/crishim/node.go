@@ -10,6 +10,7 @@ import (
 
 	"github.com/crishim/crishim/handlers"
 	"github.com/crishim/crishim/handlers/credentials"
+	"github.com/crishim/crishim/handlers/registry"
 	"github.com/crishim/crishim/interceptors"
 	"github.com/crishim/crishim/interceptors/metrics"
 	"github.com/crishim/crishim/shim"
@@ -27,12 +28,13 @@ type node struct {
 	sched     *handlers.PullScheduler // nil without images.pulls
 	puller    *handlers.ImagePuller   // nil without images.pulls and images.credentials
 	credsOn   bool                    // images.credentials was set at start
+	labels    *registry.Labels        // the registry label bound shared by the pull and credential metrics
 }
 
 // newNode builds the parts cfg enables and returns the server options that
 // install them.
 func newNode(cfg *Config, log *logrus.Logger, reg prometheus.Registerer) (*node, []shim.Option, error) {
-	n := &node{log: log}
+	n := &node{log: log, labels: registry.NewLabels(cfg.Metrics.MaxRegistryLabels)}
 	n.cfg.Store(cfg)
 	n.grace.Store(int64(cfg.gracePeriod()))
 	methods := shim.NewMethods()
@@ -53,7 +55,7 @@ func newNode(cfg *Config, log *logrus.Logger, reg prometheus.Registerer) (*node,
 	}
 	var pullerOpts []handlers.PullerOption
 	if pc := cfg.Images.Pulls; pc != nil {
-		pm, err := handlers.NewPullMetrics(reg)
+		pm, err := handlers.NewPullMetrics(reg, n.labels)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -66,7 +68,7 @@ func newNode(cfg *Config, log *logrus.Logger, reg prometheus.Registerer) (*node,
 			n.close()
 			return nil, nil, err
 		}
-		cm, err := handlers.NewCredentialMetrics(reg)
+		cm, err := handlers.NewCredentialMetrics(reg, n.labels)
 		if err != nil {
 			n.close()
 			return nil, nil, err
@@ -118,11 +120,15 @@ func (n *node) restartOnly(next *Config) []string {
 	}
 	diff("listen.path", cur.Listen.Path != next.Listen.Path)
 	diff("listen.mode", cur.Listen.Mode != next.Listen.Mode)
+	// The listener and the gRPC server's HTTP/2 settings are made at start.
+	diff("listen.maxConnections", cur.Listen.MaxConnections != next.Listen.MaxConnections)
+	diff("listen.maxConcurrentStreams", cur.Listen.MaxConcurrentStreams != next.Listen.MaxConcurrentStreams)
 	diff("runtimeEndpoint", cur.RuntimeEndpoint != next.RuntimeEndpoint)
 	diff("imageEndpoint", cur.ImageEndpoint != next.ImageEndpoint)
 	diff("maxMessageSize", cur.shimConfig().MaxMessageSize != next.shimConfig().MaxMessageSize)
 	diff("metrics.address", cur.metricsAddress() != next.metricsAddress())
 	diff("metrics.pprof", cur.Metrics.Pprof != next.Metrics.Pprof)
+	diff("metrics.maxRegistryLabels", cur.Metrics.MaxRegistryLabels != next.Metrics.MaxRegistryLabels)
 	// Intercepting a method or not is fixed when the server starts.
 	diff("handlers (turning routing on or off)", (n.runner == nil) != (len(next.Handlers) == 0))
 	diff("images.pulls (turning scheduling on or off)", (n.sched == nil) != (next.Images.Pulls == nil))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
 	"syscall"
@@ -19,10 +18,10 @@ import (
 // watchInterval is how often the config file is checked for changes.
 var watchInterval = time.Second
 
-// reloader reloads the configuration on SIGHUP and when the file changes:
-// the new file is read and validated whole, then swapped in; calls in flight
-// finish under the configuration they started with. An invalid file changes
-// nothing.
+// reloader reloads the configuration on request (serve's SIGHUP) and when
+// the file changes: the new file is read and validated whole, then swapped
+// in; calls in flight finish under the configuration they started with. An
+// invalid file changes nothing.
 type reloader struct {
 	path string
 	node *node
@@ -32,8 +31,8 @@ type reloader struct {
 	lastOK     prometheus.Gauge
 	lastOKTime prometheus.Gauge
 
-	seen []fileStamp // of watched()
-	hup  chan os.Signal
+	seen     []fileStamp   // of watched()
+	requests chan struct{} // reload requests; requests during a reload make one more
 }
 
 // watched lists the files whose change triggers a reload: the config file
@@ -79,23 +78,27 @@ func newReloader(path string, n *node, reg prometheus.Registerer, log *logrus.Lo
 	r.lastOK.Set(1)
 	r.lastOKTime.SetToCurrentTime()
 	r.seen = r.stamps()
-	// Catch SIGHUP from now on: its default action would end the process.
-	r.hup = make(chan os.Signal, 1)
-	signal.Notify(r.hup, syscall.SIGHUP)
+	r.requests = make(chan struct{}, 1)
 	return r, nil
 }
 
-// run reloads on SIGHUP and on file changes until ctx ends.
+// request asks run for a reload without waiting for it.
+func (r *reloader) request() {
+	select {
+	case r.requests <- struct{}{}:
+	default: // one is pending already and will read the file as it is then
+	}
+}
+
+// run reloads on request and on file changes until ctx ends.
 func (r *reloader) run(ctx context.Context) {
-	defer signal.Stop(r.hup)
 	tick := time.NewTicker(watchInterval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-r.hup:
-			r.log.WithField("config", r.path).Info("SIGHUP: reloading the configuration")
+		case <-r.requests:
 			r.reload()
 		case <-tick.C:
 			if now := r.stamps(); !slices.Equal(now, r.seen) {

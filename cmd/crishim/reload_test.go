@@ -51,7 +51,8 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	write(valid(true))
 
-	rc := r.start(t, path, io.Discard).rc
+	srv := r.start(t, path, io.Discard)
+	rc := srv.rc
 	ctx := context.Background()
 
 	// The client loop: ordinary calls and sandboxes in an unaffected namespace.
@@ -88,9 +89,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		} else {
 			write(invalid[i%len(invalid)])
 		}
-		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-			t.Fatal(err)
-		}
+		srv.signal(syscall.SIGHUP)
 		until := time.Now().Add(10 * time.Second)
 		for reloads() < float64(i+1) {
 			if time.Now().After(until) {
@@ -224,5 +223,30 @@ func TestReloadOnProviderConfigChange(t *testing.T) {
 			t.Fatalf("no reload after fixing the provider config")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRestartOnlyListenSettings: the socket and its limits are made at
+// start, so a reload that changes them says they wait for a restart.
+func TestRestartOnlyListenSettings(t *testing.T) {
+	tests := []struct {
+		key    string
+		change func(*Config)
+	}{
+		{"listen.path", func(c *Config) { c.Listen.Path = "/run/other.sock" }},
+		{"listen.mode", func(c *Config) { c.Listen.Mode = "0600" }},
+		{"listen.maxConnections", func(c *Config) { c.Listen.MaxConnections = 1024 }},
+		{"listen.maxConcurrentStreams", func(c *Config) { c.Listen.MaxConcurrentStreams = 2000 }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.key, func(t *testing.T) {
+			n := &node{}
+			n.cfg.Store(defaultConfig())
+			next := defaultConfig()
+			tc.change(next)
+			if keys := n.restartOnly(next); len(keys) != 1 || keys[0] != tc.key {
+				t.Errorf("restart-only settings %v, want [%s]", keys, tc.key)
+			}
+		})
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"os/signal"
 	"runtime"
 	"strings"
 	"syscall"
@@ -39,7 +38,10 @@ Flags:
 `
 
 // run is the whole program; main only maps its error to the exit status.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// sigs delivers the signals crishim acts on while it serves (SIGTERM,
+// SIGINT, SIGHUP): main subscribes it to the process's signals, tests send
+// to it directly.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, sigs <-chan os.Signal) error {
 	if len(args) > 0 {
 		switch args[0] {
 		case "version":
@@ -51,7 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runtimeClassesCmd(args[1:], stdout, stderr)
 		}
 	}
-	return serveCmd(ctx, args, stderr)
+	return serveCmd(ctx, args, stderr, sigs)
 }
 
 // serveFlags are the settings that may override the file, named after the
@@ -130,11 +132,18 @@ func loadValid(name string, args []string, stderr io.Writer) (*Config, string, e
 	return cfg, *path, nil
 }
 
+// validateCmd checks everything start checks: the file, then what build
+// makes of it, which reads the files it names.
 func validateCmd(args []string, stdout, stderr io.Writer) error {
-	_, path, err := loadValid("validate", args, stderr)
+	cfg, path, err := loadValid("validate", args, stderr)
 	if err != nil {
 		return err
 	}
+	inst, err := build(cfg, newLogger(cfg.Log, stderr))
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	inst.close()
 	fmt.Fprintf(stdout, "config %s is valid\n", path)
 	return nil
 }
@@ -173,7 +182,7 @@ func configureLogger(log *logrus.Logger, cfg LogConfig) {
 	}
 }
 
-func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
+func serveCmd(ctx context.Context, args []string, stderr io.Writer, sigs <-chan os.Signal) error {
 	flags := newServeFlags(stderr)
 	if err := flags.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -188,10 +197,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	return serve(ctx, cfg, flags.config, log)
+	return serve(ctx, cfg, flags.config, newLogger(cfg.Log, stderr), sigs)
 }
 
 // listen returns the socket to serve the kubelet on: the one systemd passed
@@ -234,9 +240,60 @@ func withPprof(h http.Handler) http.Handler {
 	return mux
 }
 
-// serve runs crishim until ctx ends, then shuts down gracefully. SIGHUP and
-// changes of configPath reload the configuration.
-func serve(ctx context.Context, cfg *Config, configPath string, log *logrus.Logger) error {
+// instance is what serve runs, built from a configuration.
+type instance struct {
+	node *node
+	srv  *shim.Server
+	reg  *prometheus.Registry
+}
+
+// build makes everything serve runs from a validated cfg, short of
+// listening and serving: it reads every file cfg names (the
+// credential-provider config, the plugin binaries) and fails wherever start
+// would. crishim validate builds the same and throws it away, so the two
+// cannot disagree: a check start needs belongs here.
+func build(cfg *Config, log *logrus.Logger) (*instance, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n, opts, err := newNode(cfg, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := shim.New(cfg.shimConfig(), opts...)
+	if err != nil {
+		n.close()
+		return nil, err
+	}
+	inst := &instance{node: n, srv: srv, reg: reg}
+	if err := srv.RegisterMetrics(reg); err != nil {
+		inst.close()
+		return nil, err
+	}
+	if err := srv.RegisterConnectionMetrics(reg); err != nil {
+		inst.close()
+		return nil, err
+	}
+	return inst, nil
+}
+
+// close stops the server at once and the node's background work.
+func (i *instance) close() {
+	i.srv.Close()
+	i.node.close()
+}
+
+// serve runs crishim until SIGTERM, SIGINT or the end of ctx, then shuts
+// down gracefully. SIGHUP and changes of configPath reload the
+// configuration.
+//
+// Signals while shutting down: SIGHUP is logged and ignored, as a reload
+// racing a stop (systemctl reload, then stop) must neither reload nor end
+// the process; a second SIGTERM or SIGINT ends the grace period at once:
+// the calls still in flight are cancelled and crishim exits 0, as when the
+// grace period runs out. That is the way out for an operator who does not
+// want to wait (a second Ctrl-C), while systemd, which sends SIGTERM once,
+// keeps the full grace period.
+func serve(ctx context.Context, cfg *Config, configPath string, log *logrus.Logger, sigs <-chan os.Signal) error {
 	// Listen first: a second crishim must fail before touching anything.
 	l, activated, err := listen(cfg)
 	if err != nil {
@@ -252,27 +309,17 @@ func serve(ctx context.Context, cfg *Config, configPath string, log *logrus.Logg
 		}
 	}()
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	n, opts, err := newNode(cfg, log, reg)
+	inst, err := build(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer n.close()
-	srv, err := shim.New(cfg.shimConfig(), opts...)
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
+	defer inst.close()
+	n, srv, reg := inst.node, inst.srv, inst.reg
 	n.start(srv)
-	if err := srv.RegisterMetrics(reg); err != nil {
-		return err
-	}
 	rl, err := newReloader(configPath, n, reg, log)
 	if err != nil {
 		return err
 	}
-	defer signal.Stop(rl.hup)
 
 	var ops *http.Server
 	if addr := cfg.metricsAddress(); addr != "" {
@@ -299,6 +346,7 @@ func serve(ctx context.Context, cfg *Config, configPath string, log *logrus.Logg
 	log.WithFields(logrus.Fields{
 		"listen": l.Addr().String(), "socket_activated": activated, "runtime_endpoint": cfg.RuntimeEndpoint, "image_endpoint": imageEP,
 		"metrics_address": cfg.metricsAddress(), "version": shim.Version, "handlers": len(cfg.Handlers), "routing_rules": len(cfg.Routing.Rules),
+		"max_connections": cfg.Listen.MaxConnections, "max_concurrent_streams": cfg.Listen.MaxConcurrentStreams,
 	}).Info("crishim serving")
 
 	listening = false // the server owns the listener now
@@ -314,26 +362,72 @@ func serve(ctx context.Context, cfg *Config, configPath string, log *logrus.Logg
 	go func() { defer close(reloadsDone); rl.run(rctx) }()
 	defer func() { stopReloads(); <-reloadsDone }()
 
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
+	reason := "context done"
+	for waiting := true; waiting; {
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+			waiting = false
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				log.WithField("config", configPath).Info("SIGHUP: reloading the configuration")
+				rl.request()
+				continue
+			}
+			reason, waiting = signalName(sig), false
+		}
 	}
 	stopReloads()
 	<-reloadsDone
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 	n.drain()
 	grace := n.gracePeriod()
-	log.WithField("grace_period", grace.String()).Info("shutting down: no new calls, waiting for in-flight calls")
+	log.WithFields(logrus.Fields{"grace_period": grace.String(), "reason": reason}).
+		Info("shutting down: no new calls, waiting for in-flight calls")
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	drained := make(chan struct{})
+	watcherDone := make(chan struct{})
+	go func() {
+		defer close(watcherDone)
+		for {
+			select {
+			case <-drained:
+				return
+			case sig := <-sigs:
+				if sig == syscall.SIGHUP {
+					log.WithField("signal", signalName(sig)).Warn("shutting down: SIGHUP ignored, no reload while shutting down")
+					continue
+				}
+				log.WithField("signal", signalName(sig)).
+					Warn("second stop signal while shutting down: ending the grace period now, cancelling the calls still in flight")
+				cancel()
+			}
+		}
+	}()
 	if !srv.Shutdown(sctx) {
-		log.Warn("grace period over: cancelled the calls still in flight")
+		log.Warn("grace period ended: cancelled the calls still in flight")
 	}
 	if ops != nil {
 		_ = ops.Shutdown(sctx)
 	}
 	<-errc
+	close(drained)
+	<-watcherDone
 	log.Info("crishim stopped")
 	return nil
+}
+
+// signalName names the signals serve handles as operators write them.
+func signalName(sig os.Signal) string {
+	switch sig {
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return sig.String()
 }

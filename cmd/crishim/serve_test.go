@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -86,7 +87,8 @@ func (r *rig) base() string {
 // serving is a crishim run by run(), as main does.
 type serving struct {
 	rc       runtimeapi.RuntimeServiceClient
-	cancel   context.CancelFunc // what SIGTERM does through signal.NotifyContext
+	sigs     chan os.Signal // what main subscribes to the process's signals
+	stopOnce sync.Once
 	finished chan struct{}
 	err      error // what run returned, once finished is closed
 }
@@ -95,10 +97,10 @@ type serving struct {
 // test, and returns once it answers calls.
 func (r *rig) start(t *testing.T, config string, logs io.Writer) *serving {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &serving{cancel: cancel, finished: make(chan struct{})}
+	ctx := context.Background()
+	s := &serving{sigs: make(chan os.Signal, 8), finished: make(chan struct{})}
 	go func() {
-		s.err = run(ctx, []string{"--config", config}, io.Discard, logs)
+		s.err = run(ctx, []string{"--config", config}, io.Discard, logs, s.sigs)
 		close(s.finished)
 	}()
 	t.Cleanup(func() {
@@ -125,9 +127,13 @@ func (r *rig) start(t *testing.T, config string, logs io.Writer) *serving {
 	}
 }
 
-// stop shuts crishim down and returns what run returned.
+// signal delivers sig as main would.
+func (s *serving) signal(sig os.Signal) { s.sigs <- sig }
+
+// stop shuts crishim down with SIGTERM, once, and returns what run
+// returned.
 func (s *serving) stop() error {
-	s.cancel()
+	s.stopOnce.Do(func() { s.signal(syscall.SIGTERM) })
 	<-s.finished
 	return s.err
 }
@@ -199,7 +205,7 @@ func TestServeLifecycle(t *testing.T) {
 	}
 
 	// A second crishim on the same socket refuses to start.
-	err = run(context.Background(), []string{"--config", cfg, "--metrics-address", ""}, io.Discard, io.Discard)
+	err = run(context.Background(), []string{"--config", cfg, "--metrics-address", ""}, io.Discard, io.Discard, nil)
 	if !errors.Is(err, shim.ErrSocketInUse) {
 		t.Errorf("second instance: got %v, want ErrSocketInUse", err)
 	}
@@ -245,7 +251,7 @@ func TestServeLifecycle(t *testing.T) {
 func TestServeRejectsBadConfigBeforeListening(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "s.sock")
-	err := run(context.Background(), []string{"--listen", sock, "--log-level", "loud"}, io.Discard, io.Discard)
+	err := run(context.Background(), []string{"--listen", sock, "--log-level", "loud"}, io.Discard, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "log.level") {
 		t.Fatalf("got %v", err)
 	}
@@ -256,7 +262,7 @@ func TestServeRejectsBadConfigBeforeListening(t *testing.T) {
 
 func TestVersionCommand(t *testing.T) {
 	var out bytes.Buffer
-	if err := run(context.Background(), []string{"version"}, &out, io.Discard); err != nil {
+	if err := run(context.Background(), []string{"version"}, &out, io.Discard, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(out.String(), "crishim "+shim.Version) {

@@ -1,6 +1,7 @@
 package credentials
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -203,51 +204,96 @@ type dockerConfigEntry struct {
 // kubelet ignores them.
 func parseConfigJSON(data []byte) ([]keyringEntry, error) {
 	var doc struct {
-		Auths map[string]json.RawMessage `json:"auths"`
+		Auths json.RawMessage `json:"auths"`
 	}
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return nil, describeJSONError(err)
 	}
-	return parseAuths(doc.Auths, "auths")
+	if len(doc.Auths) == 0 || string(doc.Auths) == "null" {
+		return nil, nil
+	}
+	return parseAuths(doc.Auths, "auths entry")
 }
 
 // parseDockercfg reads the legacy .dockercfg: {"<key>": {...}}.
 func parseDockercfg(data []byte) ([]keyringEntry, error) {
-	var doc map[string]json.RawMessage
-	if err := json.Unmarshal(data, &doc); err != nil {
-		return nil, describeJSONError(err)
-	}
-	return parseAuths(doc, "")
+	return parseAuths(data, "entry")
 }
 
-// parseAuths decodes every entry; one bad entry invalidates the whole file,
-// as in the kubelet (its UnmarshalJSON error fails the file's decode). Keys
-// are taken in sorted order so that two keys normalizing to the same index
-// key give their credentials in a stable order.
-func parseAuths(auths map[string]json.RawMessage, prefix string) ([]keyringEntry, error) {
-	keys := make([]string, 0, len(auths))
-	for k := range auths {
-		keys = append(keys, k)
+// member is one key and value of a JSON object.
+type member struct {
+	key   string
+	value json.RawMessage
+}
+
+// objectMembers returns the members of a JSON object in file order (a key
+// given twice keeps its last value, as decoding into a map does), so that
+// errors can name an entry by its position instead of its key.
+func objectMembers(data []byte) ([]member, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, describeJSONError(err)
 	}
-	sort.Strings(keys)
-	entries := make([]keyringEntry, 0, len(keys))
-	for _, k := range keys {
-		where := fmt.Sprintf("%s[%q]", prefix, redactKey(k))
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, errors.New("want a JSON object of registry keys")
+	}
+	var out []member
+	at := map[string]int{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, describeJSONError(err)
+		}
+		key, _ := tok.(string) // object keys are strings
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil, describeJSONError(err)
+		}
+		if i, seen := at[key]; seen {
+			out[i].value = value
+			continue
+		}
+		at[key] = len(out)
+		out = append(out, member{key, value})
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, describeJSONError(err)
+	}
+	return out, nil
+}
+
+// parseAuths decodes every entry of an object of registry keys; one bad
+// entry invalidates the whole file, as in the kubelet (its UnmarshalJSON
+// error fails the file's decode). Errors name the entry by its position in
+// the file, counted from 1 ("auths entry 3"), never by its key: a key may
+// carry user information. Keys are taken in sorted order so that two keys
+// normalizing to the same index key give their credentials in a stable
+// order.
+func parseAuths(data []byte, what string) ([]keyringEntry, error) {
+	members, err := objectMembers(data)
+	if err != nil {
+		return nil, err
+	}
+	entries := make([]keyringEntry, 0, len(members))
+	for i, m := range members {
+		where := fmt.Sprintf("%s %d", what, i+1)
 		var e dockerConfigEntry
-		if err := json.Unmarshal(auths[k], &e); err != nil {
+		if err := json.Unmarshal(m.value, &e); err != nil {
 			return nil, fmt.Errorf("%s: %w", where, describeJSONError(err))
 		}
 		if e.Auth != "" {
 			user, pass, err := decodeAuthField(e.Auth)
 			if err != nil {
-				return nil, fmt.Errorf("%s.auth: %w", where, err)
+				return nil, fmt.Errorf("%s: auth: %w", where, err)
 			}
 			e.Username, e.Password = user, pass
 		}
-		entries = append(entries, keyringEntry{key: k, cred: Credential{
+		entries = append(entries, keyringEntry{key: m.key, entry: where, cred: Credential{
 			Username: e.Username, Password: e.Password, Source: SourceDockerConfig,
 		}})
 	}
+	sort.SliceStable(entries, func(a, b int) bool { return entries[a].key < entries[b].key })
 	return entries, nil
 }
 

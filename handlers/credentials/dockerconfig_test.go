@@ -126,11 +126,12 @@ func TestDockerConfigInvalidFiles(t *testing.T) {
 	tests := []struct {
 		desc, content, wantLog string
 	}{
-		{"bad base64", `{"auths": {"registry.example": {"auth": "!!!notbase64"}, "other.example": {"auth": "` + b64("x:y") + `"}}}`, `auths["registry.example"].auth: not valid base64`},
+		{"bad base64", `{"auths": {"registry.example": {"auth": "!!!notbase64"}, "other.example": {"auth": "` + b64("x:y") + `"}}}`, "auths entry 1: auth: not valid base64"},
+		{"bad entry named by position, not key", `{"auths": {"a.example": {"auth": "` + b64("x:y") + `"}, "https://u:p/w#x@b.example": {"auth": "!!!"}}}`, "auths entry 2: auth: not valid base64"},
 		{"auth without colon", `{"auths": {"registry.example": {"auth": "` + b64("nocolon") + `"}}}`, "no ':'"},
 		{"bad JSON", `{"auths": {"registry.example": {"auth": `, "not valid JSON"},
 		{"wrong JSON type", `{"auths": {"registry.example": {"username": 5}}}`, "where string was expected"},
-		{"auths not a map", `{"auths": []}`, "where map"},
+		{"auths not a map", `{"auths": []}`, "want a JSON object of registry keys"},
 		{"not an object", `[1, 2]`, "where struct"},
 	}
 	for _, tc := range tests {

@@ -8,15 +8,24 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/distribution/reference"
 	"github.com/sirupsen/logrus"
+
+	"github.com/crishim/crishim/handlers/registry"
 )
 
 // dockerHubKey is the key the kubelet falls back to for Docker Hub images
 // when no key matched: config.json's "https://index.docker.io/v1/" (and
-// "index.docker.io") normalize to it (pkg/credentialprovider/keyring.go,
-// defaultRegistryHost).
+// "index.docker.io", in any letter case) normalize to it
+// (pkg/credentialprovider/keyring.go, defaultRegistryHost). It is the one
+// host that keeps its alias spelling in the keyring, so that it stays a
+// fallback, as in the kubelet, rather than a key like "docker.io".
 const dockerHubKey = "index.docker.io"
+
+// errInvalidKey is why a key is ignored. It never quotes the key, nor
+// net/url's error, which repeats parts of it: a key may carry user
+// information ("https://user:pass@host/"), and a password with '/', '#' or
+// '?' makes url.Parse quote a piece of it.
+var errInvalidKey = errors.New("not a registry host[:port][/path] or URL")
 
 // MatchImage reports whether a keyring key (e.g. "*.registry.example",
 // "https://registry.example:5000/v2/", "registry.example/team") matches an
@@ -28,6 +37,10 @@ const dockerHubKey = "index.docker.io"
 //   - the image is normalized as the kubelet does before its lookup
 //     (ParseNormalizedNamed, then the repository name without tag or digest:
 //     "busybox:1" is "docker.io/library/busybox");
+//   - unlike the kubelet, hosts are compared by their canonical identity
+//     (registry.Canonical: letter case, Docker Hub's aliases, port 443), so
+//     that every spelling of one registry finds the same credentials and
+//     meets the same namespace policy;
 //   - they match when the ports are equal (absent == absent), the hosts have
 //     the same number of dot-separated labels, each key label matches the
 //     image label with filepath.Match ("*.k8s.io" matches "abc.k8s.io", not
@@ -55,13 +68,14 @@ func MatchImage(key, image string) bool {
 }
 
 // normalizeImage returns the repository name the kubelet hands to its
-// keyring (pkg/util/parsers/parsers.go ParseImageName: named.Name()).
+// keyring (pkg/util/parsers/parsers.go ParseImageName: named.Name()), with
+// the registry canonical.
 func normalizeImage(image string) (string, bool) {
-	named, err := reference.ParseNormalizedNamed(image)
-	if err != nil {
+	ref := registry.Parse(image)
+	if ref.Registry == registry.Invalid {
 		return "", false
 	}
-	return named.Name(), true
+	return ref.Repository, true
 }
 
 // isDockerHub reports whether a normalized repository is pulled from Docker
@@ -70,35 +84,41 @@ func normalizeImage(image string) (string, bool) {
 // Docker Hub credentials to a local registry.
 func isDockerHub(repo string) bool {
 	domain, _, _ := strings.Cut(repo, "/")
-	return domain == "docker.io"
+	return domain == registry.DockerHub
 }
 
 // normalizeKey turns a config key into the kubelet's keyring index form,
 // host[:port][/path] (BasicDockerKeyring.Add in keyring.go): a scheme is
 // assumed when missing, "/v1/" and "/v2/" at the start of the path are the
-// registry API, not a repository, and a bare "/" is no path.
+// registry API, not a repository, and a bare "/" is no path. The host is
+// canonical (registry.Canonical). User information is dropped, as the
+// kubelet drops it; an '@' anywhere else means a password that url.Parse
+// split at a '/', '#' or '?', so the key is refused rather than indexed
+// under a piece of the password. Errors never quote the key.
 func normalizeKey(key string) (string, error) {
 	value := key
 	if !strings.HasPrefix(value, "https://") && !strings.HasPrefix(value, "http://") {
 		value = "https://" + value
 	}
 	u, err := url.Parse(value)
-	if err != nil {
-		// url.Error repeats the key, which may hold user:password@.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return "", err
+	if err != nil || u.Host == "" || u.Opaque != "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", errInvalidKey
+	}
+	if strings.Contains(u.Host+u.Path, "@") {
+		return "", errInvalidKey
+	}
+	host := registry.Canonical(u.Host)
+	if host == registry.DockerHub && strings.EqualFold(strings.TrimSuffix(u.Hostname(), "."), dockerHubKey) {
+		host = dockerHubKey
 	}
 	path := u.Path
 	if strings.HasPrefix(path, "/v2/") || strings.HasPrefix(path, "/v1/") {
 		path = path[3:]
 	}
 	if path == "" || path == "/" {
-		return u.Host, nil
+		return host, nil
 	}
-	return u.Host + path, nil
+	return host + path, nil
 }
 
 // splitHost splits a URL's host into dot-separated labels and its port
@@ -141,8 +161,9 @@ func urlsMatch(key, repo string) bool {
 
 // keyringEntry is one credential under the key it was configured with.
 type keyringEntry struct {
-	key  string // as written in the config or plugin response
-	cred Credential
+	key   string // as written in the config or plugin response
+	entry string // how logs name the entry without its key: "auths entry 3"
+	cred  Credential
 }
 
 // keyring indexes credentials by normalized key, as the kubelet's
@@ -154,18 +175,19 @@ type keyring struct {
 	creds map[string][]Credential
 }
 
-// newKeyring builds a keyring; invalid keys are dropped with a debug line.
+// newKeyring builds a keyring; invalid keys are dropped with a debug line
+// that names the entry, never the key.
 func newKeyring(entries []keyringEntry, log logrus.FieldLogger) *keyring {
 	k := &keyring{creds: map[string][]Credential{}}
 	for _, e := range entries {
 		norm, err := normalizeKey(e.key)
 		if err != nil {
-			log.WithFields(logrus.Fields{"key": redactKey(e.key), "source": e.cred.Source}).
+			log.WithFields(logrus.Fields{"entry": e.entry, "source": e.cred.Source}).
 				Debugf("ignoring invalid registry credential key: %v", err)
 			continue
 		}
 		c := e.cred
-		c.Pattern = redactKey(e.key)
+		c.Pattern = keyForLogs(e)
 		if _, seen := k.creds[norm]; !seen {
 			k.index = append(k.index, norm)
 		}
@@ -191,23 +213,13 @@ func (k *keyring) lookup(repo string) []Credential {
 	return out
 }
 
-// redactKey returns a key fit for logs: a key carrying user information
-// ("https://user:pw@host/") loses it.
-func redactKey(key string) string {
-	if !strings.Contains(key, "@") {
-		return key
+// keyForLogs names a key in logs: the key as written when it has no '@',
+// else only its entry ("auths entry 3"). A key with an '@' may carry user
+// information, and no redaction of it can be trusted when a password holds
+// the characters that make a URL parse differently.
+func keyForLogs(e keyringEntry) string {
+	if strings.Contains(e.key, "@") {
+		return e.entry
 	}
-	value := key
-	if !strings.Contains(value, "://") {
-		value = "https://" + value
-	}
-	u, err := url.Parse(value)
-	if err != nil {
-		return "<key with '@' not shown>"
-	}
-	if u.User == nil {
-		return key
-	}
-	u.User = nil
-	return u.String()
+	return e.key
 }

@@ -1,6 +1,7 @@
 package credentials
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -27,7 +28,15 @@ func TestMatchImage(t *testing.T) {
 		{"? starts a URL query, so it is no glob (as in the kubelet)", "registry?.example", "registry1.example/app", false},
 		{"[ is no valid host character, so no class glob (as in the kubelet)", "registry[0-9].example", "registry1.example/app", false},
 		{"globs in the last label", "registry.*", "registry.example/app", true},
-		{"labels compare case-sensitively", "REGISTRY.example", "registry.example/app", false},
+		// Canonical hosts (unlike the kubelet, which compares as written):
+		// every spelling of one registry finds the same credentials.
+		{"key host case does not matter", "REGISTRY.example", "registry.example/app", true},
+		{"image host case does not matter", "registry.example", "REGISTRY.Example/app", true},
+		{"glob against an upper-case host", "*.corp.example", "PROD.corp.example/app", true},
+		{"upper-case glob", "*.CORP.example", "prod.corp.example/app", true},
+		{"port 443 is the default port", "registry.example", "registry.example:443/app", true},
+		{"key port 443 is the default port", "https://registry.example:443/v2/", "registry.example/app", true},
+		{"path case still matters", "registry.example/Team", "registry.example/team/app", false},
 		{"exact host", "registry.example", "registry.example/app:1", true},
 		{"other host", "registry.example", "other.example/app", false},
 
@@ -98,7 +107,7 @@ func TestKeyringLookup(t *testing.T) {
 	entries := func(pairs ...string) []keyringEntry {
 		var out []keyringEntry
 		for i := 0; i < len(pairs); i += 2 {
-			out = append(out, keyringEntry{key: pairs[i], cred: Credential{Username: pairs[i+1], Source: SourceDockerConfig}})
+			out = append(out, keyringEntry{key: pairs[i], entry: fmt.Sprintf("entry %d", i/2+1), cred: Credential{Username: pairs[i+1], Source: SourceDockerConfig}})
 		}
 		return out
 	}
@@ -161,7 +170,7 @@ func TestKeyringLookup(t *testing.T) {
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("lookup(%q) = %v, want %v", tc.image, got, tc.want)
 			}
-			if tc.desc == "invalid keys ignored" && !sink.has(logrus.DebugLevel, "ignoring invalid registry credential key", "registry.example:abc") {
+			if tc.desc == "invalid keys ignored" && !sink.has(logrus.DebugLevel, "ignoring invalid registry credential key", "entry:entry 1") {
 				t.Errorf("no debug line for the invalid key")
 			}
 		})
@@ -169,19 +178,20 @@ func TestKeyringLookup(t *testing.T) {
 }
 
 // TestKeyringPattern checks that a credential's Pattern is the key as
-// configured, with any user information removed.
+// configured, and only the entry's position for a key with user
+// information.
 func TestKeyringPattern(t *testing.T) {
 	log, _ := newLog(t)
 	k := newKeyring([]keyringEntry{
 		{key: "https://registry.example/v2/", cred: Credential{Username: "a"}},
-		{key: "https://robot:pw@other.example/", cred: Credential{Username: "b"}},
+		{key: "https://robot:pw@other.example/", entry: "auths entry 2", cred: Credential{Username: "b"}},
 	}, log)
 	got := k.lookup("registry.example/x")
 	if len(got) != 1 || got[0].Pattern != "https://registry.example/v2/" {
 		t.Errorf("pattern = %v, want https://registry.example/v2/", got)
 	}
 	got = k.lookup("other.example/x")
-	if len(got) != 1 || got[0].Pattern != "https://other.example/" {
-		t.Errorf("pattern = %q, want the key without user information", got[0].Pattern)
+	if len(got) != 1 || got[0].Pattern != "auths entry 2" {
+		t.Errorf("pattern = %q, want the entry's position only", got[0].Pattern)
 	}
 }

@@ -58,7 +58,8 @@ func LoadPluginConfig(path string) (*kubeletconfigv1.CredentialProviderConfig, e
 func decodePluginConfig(data []byte) (*kubeletconfigv1.CredentialProviderConfig, []string) {
 	j, err := yaml.YAMLToJSON(data)
 	if err != nil {
-		return nil, []string{"not valid YAML: " + strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")}
+		// by line only: the parser's message can quote an env value
+		return nil, []string{config.YAMLErrorLine(err)}
 	}
 	var doc any
 	if err := json.Unmarshal(j, &doc); err != nil {
@@ -72,7 +73,7 @@ func decodePluginConfig(data []byte) (*kubeletconfigv1.CredentialProviderConfig,
 	names := providerNames(top)
 	var cfg kubeletconfigv1.CredentialProviderConfig
 	decodable := true
-	for _, p := range config.Check(data, &cfg) {
+	for _, p := range config.Check(data, &cfg, config.Redact(secretPath)) {
 		problems = append(problems, describePath(p.Path, names)+": "+p.Msg)
 		// Unknown keys do not stop the decoding, so the rest of the file
 		// is validated too; a value of the wrong type does.
@@ -91,6 +92,18 @@ func decodePluginConfig(data []byte) (*kubeletconfigv1.CredentialProviderConfig,
 		problems = append(problems, fmt.Sprintf("kind: %q, want CredentialProviderConfig", cfg.Kind))
 	}
 	return &cfg, problems
+}
+
+// secretPath reports whether a config path holds what may be a secret: a
+// provider's env entries (values are tokens more often than not) and its
+// args. Problems there are reported by path and reason only.
+func secretPath(path string) bool {
+	_, rest, ok := strings.Cut(path, "].")
+	if !ok || !strings.HasPrefix(path, "providers[") {
+		return false
+	}
+	return rest == "env" || strings.HasPrefix(rest, "env[") || strings.HasPrefix(rest, "env.") ||
+		rest == "args" || strings.HasPrefix(rest, "args[")
 }
 
 // validatePluginConfig applies the kubelet's rules (plugin/config.go

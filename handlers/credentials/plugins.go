@@ -12,6 +12,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/crishim/crishim/handlers/registry"
 	"github.com/crishim/crishim/shim/config"
 	kubeletconfigv1 "k8s.io/kubelet/config/v1"
 	credentialproviderv1 "k8s.io/kubelet/pkg/apis/credentialprovider/v1"
@@ -72,7 +73,7 @@ func NewPlugins(cfg *kubeletconfigv1.CredentialProviderConfig, binDir string, lo
 			apiVersion:           c.APIVersion,
 			args:                 append([]string(nil), c.Args...),
 			env:                  env,
-			matchImages:          append([]string(nil), c.MatchImages...),
+			matchImages:          canonicalPatterns(c.MatchImages),
 			defaultCacheDuration: c.DefaultCacheDuration.Duration,
 			timeout:              pluginTimeout,
 			now:                  time.Now,
@@ -111,8 +112,8 @@ func (p *Plugins) Lookup(ctx context.Context, image string) []Credential {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
-		for _, k := range keys {
-			entries = append(entries, keyringEntry{key: k, cred: Credential{
+		for i, k := range keys {
+			entries = append(entries, keyringEntry{key: k, entry: fmt.Sprintf("plugin %q auth key %d (sorted)", pl.name, i+1), cred: Credential{
 				Username: auth[k].Username, Password: auth[k].Password, Source: SourcePluginPrefix + pl.name,
 			}})
 		}
@@ -149,6 +150,16 @@ type plugin struct {
 	lastPurge time.Time
 	flights   map[string]*flight
 	running   sync.WaitGroup
+}
+
+// canonicalPatterns returns matchImages with canonical hosts, to compare
+// with canonical images (see MatchImage).
+func canonicalPatterns(ps []string) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = registry.Pattern(p)
+	}
+	return out
 }
 
 // matches reports whether one of matchImages matches the normalized image:

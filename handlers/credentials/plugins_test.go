@@ -308,11 +308,11 @@ func TestPluginFailures(t *testing.T) {
 		timeout time.Duration
 		wantLog string
 	}{
-		{"non-zero exit", map[string]string{"CRED_MODE": "fail"}, 0, "exit status 1; stderr: plugin failing on purpose"},
+		{"non-zero exit", map[string]string{"CRED_MODE": "fail"}, 0, "exit status 1; its stderr is logged at debug level (log.level: debug)"},
 		{"bad JSON", map[string]string{"CRED_MODE": "badjson"}, 0, "stdout is not a JSON object"},
 		{"wrong apiVersion", map[string]string{"CRED_MODE": "wrongversion"}, 0, `response apiVersion "credentialprovider.kubelet.k8s.io/v1beta1" does not match the configured "credentialprovider.kubelet.k8s.io/v1"`},
 		{"wrong kind", map[string]string{"CRED_MODE": "wrongkind"}, 0, `response kind "CredentialProviderRequest"`},
-		{"unknown key", map[string]string{"CRED_MODE": "unknownkey"}, 0, `unknown key "extraKey"`},
+		{"unknown key", map[string]string{"CRED_MODE": "unknownkey"}, 0, "response has unknown, duplicate or wrongly-cased fields"},
 		{"bad cacheKeyType", map[string]string{"CRED_MODE": "badcachekey"}, 0, `invalid cacheKeyType "Pod"`},
 		{"timeout", map[string]string{"CRED_SLEEP": "20s"}, 300 * time.Millisecond, "timed out after 300ms"},
 	}

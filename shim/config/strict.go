@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -32,22 +33,58 @@ func (p Problem) String() string {
 	return p.Path + ": " + p.Msg
 }
 
+// Option changes how Check reports problems.
+type Option func(*checker)
+
+// Redact marks the paths whose values (and key names) may be secrets, such
+// as a credential provider's env and args: a problem there names the path
+// of the entry and the reason, never what was written. A document that does
+// not parse at all is then reported by line number only, since a parser's
+// message can quote the text around the error.
+func Redact(secret func(path string) bool) Option {
+	return func(c *checker) { c.secret = secret }
+}
+
+type checker struct {
+	secret   func(path string) bool
+	problems []Problem
+}
+
+func (c *checker) redacted(path string) bool { return c.secret != nil && c.secret(path) }
+
 // Check walks a YAML (or JSON) document against the Go type it will be
 // decoded into and returns every unknown key and every value that does not
 // decode into its field's type. A document without problems decodes with
 // sigs.k8s.io/yaml's strict decoder.
-func Check(data []byte, into any) []Problem {
+func Check(data []byte, into any, opts ...Option) []Problem {
+	var c checker
+	for _, o := range opts {
+		o(&c)
+	}
 	j, err := yaml.YAMLToJSON(data)
 	if err != nil {
+		if c.secret != nil {
+			return []Problem{{Msg: YAMLErrorLine(err)}}
+		}
 		return []Problem{{Msg: "not valid YAML: " + strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")}}
 	}
 	var doc any
 	if err := json.Unmarshal(j, &doc); err != nil {
-		return []Problem{{Msg: err.Error()}}
+		return []Problem{{Msg: "not valid YAML or JSON"}}
 	}
-	var problems []Problem
-	walkDocument("", doc, reflect.TypeOf(into), &problems)
-	return problems
+	c.walk("", doc, reflect.TypeOf(into))
+	return c.problems
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+)`)
+
+// YAMLErrorLine describes a YAML parse error by its line number only: the
+// parser's message may quote the text it stopped at.
+func YAMLErrorLine(err error) string {
+	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+		return "not valid YAML (line " + m[1] + ")"
+	}
+	return "not valid YAML"
 }
 
 // Strings formats problems one per entry.
@@ -64,7 +101,9 @@ var (
 	textUnmarshaler = reflect.TypeOf((*encoding.TextUnmarshaler)(nil)).Elem()
 )
 
-func walkDocument(path string, v any, t reflect.Type, problems *[]Problem) {
+func (c *checker) add(path, msg string) { c.problems = append(c.problems, Problem{path, msg}) }
+
+func (c *checker) walk(path string, v any, t reflect.Type) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -76,7 +115,7 @@ func walkDocument(path string, v any, t reflect.Type, problems *[]Problem) {
 	case t.Kind() == reflect.Struct && !custom:
 		m, ok := v.(map[string]any)
 		if !ok {
-			*problems = append(*problems, Problem{path, "want a mapping of keys, got " + kindOf(v)})
+			c.add(path, "want a mapping of keys, got "+c.kindOf(path, v))
 			return
 		}
 		fields := JSONFields(t)
@@ -87,34 +126,42 @@ func walkDocument(path string, v any, t reflect.Type, problems *[]Problem) {
 		sort.Strings(keys)
 		for _, k := range keys {
 			ft, ok := fields[k]
-			if !ok {
-				*problems = append(*problems, Problem{join(path, k), "unknown key"})
-				continue
+			switch {
+			case !ok && c.redacted(join(path, k)):
+				c.add(path, "unknown key (not shown: it may be a secret)")
+			case !ok:
+				c.add(join(path, k), "unknown key")
+			default:
+				c.walk(join(path, k), m[k], ft)
 			}
-			walkDocument(join(path, k), m[k], ft, problems)
 		}
 	case t.Kind() == reflect.Slice && !custom && t.Elem().Kind() != reflect.Uint8:
 		l, ok := v.([]any)
 		if !ok {
-			*problems = append(*problems, Problem{path, "want a list, got " + kindOf(v)})
+			c.add(path, "want a list, got "+c.kindOf(path, v))
 			return
 		}
 		for i, e := range l {
-			walkDocument(fmt.Sprintf("%s[%d]", path, i), e, t.Elem(), problems)
+			c.walk(fmt.Sprintf("%s[%d]", path, i), e, t.Elem())
 		}
 	case t.Kind() == reflect.Map && !custom:
 		m, ok := v.(map[string]any)
 		if !ok {
-			*problems = append(*problems, Problem{path, "want a mapping, got " + kindOf(v)})
+			c.add(path, "want a mapping, got "+c.kindOf(path, v))
 			return
 		}
-		for k, e := range m {
-			walkDocument(join(path, k), e, t.Elem(), problems)
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			c.walk(join(path, k), m[k], t.Elem())
 		}
 	default:
 		b, _ := json.Marshal(v)
 		if err := json.Unmarshal(b, reflect.New(t).Interface()); err != nil {
-			*problems = append(*problems, Problem{path, leafError(err, v)})
+			c.add(path, c.leafError(path, err, v))
 		}
 	}
 }
@@ -150,12 +197,35 @@ func JSONFields(t reflect.Type) map[string]reflect.Type {
 	return out
 }
 
-func leafError(err error, v any) string {
+func (c *checker) leafError(path string, err error, v any) string {
 	var ute *json.UnmarshalTypeError
 	if errors.As(err, &ute) {
-		return fmt.Sprintf("want %s, got %s", describeType(ute.Type), kindOf(v))
+		return fmt.Sprintf("want %s, got %s", describeType(ute.Type), c.kindOf(path, v))
+	}
+	if c.redacted(path) {
+		return "not a valid value (not shown: it may be a secret)"
 	}
 	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// kindOf describes a value, quoting it unless its path is redacted.
+func (c *checker) kindOf(path string, v any) string {
+	if !c.redacted(path) {
+		return kindOf(v)
+	}
+	switch v.(type) {
+	case map[string]any:
+		return "a mapping"
+	case []any:
+		return "a list"
+	case string:
+		return "a string (not shown: it may be a secret)"
+	case float64:
+		return "a number (not shown: it may be a secret)"
+	case bool:
+		return "true or false"
+	}
+	return "another kind of value"
 }
 
 func describeType(t reflect.Type) string {

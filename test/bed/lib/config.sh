@@ -295,7 +295,19 @@ EOF2
     for reg in registry.k8s.io gcr.io; do
       printf '\n[[registry]]\nprefix = "%s"\nlocation = "%s"\ninsecure = true\n' "$reg" "$REGISTRY"
     done
+    # the htpasswd registry under other spellings of its name (policy spelling tests)
+    for reg in $(auth_registry_spellings); do
+      printf '\n[[registry]]\nprefix = "%s"\nlocation = "%s"\ninsecure = true\n' "$reg" "$AUTH_REGISTRY"
+    done
   } >"$BED_DIR/registries.conf"
+}
+
+# auth_registry_spellings: names that reach the htpasswd registry as DNS and
+# TLS would (letter case), so a test can pull one image under several
+# spellings, as a pod author may write them.
+auth_registry_spellings() {
+  local port=${AUTH_REGISTRY##*:}
+  echo "localhost:$port LOCALHOST:$port LocalHost:$port"
 }
 
 # hosts.toml files, read by containerd on every pull (no restart needed).
@@ -308,6 +320,16 @@ server = "http://$reg"
 
 [host."http://$reg"]
   capabilities = ["pull", "resolve", "push"]
+  skip_verify = true
+EOF2
+  done
+  for reg in $(auth_registry_spellings); do
+    mkdir -p "$BED_DIR/certs.d/$reg"
+    cat >"$BED_DIR/certs.d/$reg/hosts.toml" <<EOF2
+server = "http://$AUTH_REGISTRY"
+
+[host."http://$AUTH_REGISTRY"]
+  capabilities = ["pull", "resolve"]
   skip_verify = true
 EOF2
   done

@@ -92,7 +92,7 @@ func measure(sc scenario, latency time.Duration, images, copies int) (time.Durat
 	if sc.parallel == 0 {
 		pc.Mode = "serial"
 	}
-	m, err := handlers.NewPullMetrics(prometheus.NewRegistry())
+	m, err := handlers.NewPullMetrics(prometheus.NewRegistry(), nil)
 	if err != nil {
 		return 0, 0, err
 	}
