@@ -21,11 +21,20 @@ test: lint unit fuzz $(if $(filter 1,$(MATRIX)),matrix,e2e conformance) ## the w
 unit: ## unit and integration tests against the in-process fake runtime, with the race detector
 	$(GO) test -race -count=1 $(PKGS)
 
-lint: ## gofmt and go vet
+# staticcheck is built from the Go module proxy at this version (go run caches the build).
+STATICCHECK_VERSION ?= v0.8.2
+STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+# every shell script of the project: the bed (its libraries through bed.sh's sources), image stand-ins, CI
+SHELL_SCRIPTS := test/bed/bed.sh test/bed/lib/*.sh test/bed/images/pgrep test/bed/images/ipcs .ci/run
+
+lint: ## gofmt, go vet, staticcheck and shellcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags e2e ./test/e2e/...
+	$(STATICCHECK) $(PKGS)
+	$(STATICCHECK) -tags e2e ./test/e2e/...
+	shellcheck -x $(SHELL_SCRIPTS)
 
 bench: build ## crishim vs direct vs a floor forwarder (fake upstream; the bed when installed), micro-benchmarks, pull scheduling
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./shim/... ./interceptors/...

@@ -113,7 +113,10 @@ func runtimeService(t *testing.T, sock string, streaming bool) internalapi.Runti
 func imageService(t *testing.T, sock string) internalapi.ImageManagerService {
 	t.Helper()
 	ctx := testContext(t, callTimeout)
-	is, err := remote.NewRemoteImageService(ctx, "unix://"+sock, callTimeout, nil, false)
+	is, err := remote.NewRemoteImageServiceBuilder().
+		WithEndpoint("unix://" + sock).
+		WithConnectionTimeout(callTimeout).
+		Build(ctx)
 	if err != nil {
 		t.Fatalf("connect image service %s: %v", sock, err)
 	}

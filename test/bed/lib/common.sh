@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # variables set here are used by the files sourced beside this one
 # common.sh: paths, versions and helpers shared by every bed.sh command. Sourced, not run.
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
@@ -111,8 +112,8 @@ stop_daemon() {
 # wait_for SECONDS DESC CMD...: poll CMD every 0.2 s
 wait_for() {
   local secs=$1 desc=$2; shift 2
-  local i
-  for i in $(seq $((secs * 5))); do
+  local _
+  for _ in $(seq $((secs * 5))); do
     if "$@" >/dev/null 2>&1; then return 0; fi
     sleep 0.2
   done

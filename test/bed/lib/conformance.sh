@@ -51,6 +51,7 @@ bed_conformance() {
   n=$(grep -c . "$out/differing.txt" 2>/dev/null || true)
   if [ "${n:-0}" = 0 ] || [ "$n" -gt "$CRITEST_RERUN_MAX" ]; then return 1; fi
   # ginkgo focuses on the spec text: the JUnit name without its "[It] ", as a regular expression
+  # shellcheck disable=SC2016 # the $ is a sed character class member, not an expansion
   focus=$(sed -e 's/^\[It\] //' -e 's/[][\.*^$()+?{}|]/\\&/g' "$out/differing.txt" | paste -sd'|')
   log "re-run the $n differing spec(s) both ways"
   run_critest direct-rerun "$RUNTIME_SOCK" -ginkgo.focus="$focus"

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # variables set here are used by the files sourced beside this one
 # daemons.sh: start/stop the bed's processes (registries, containerd, crishim) and tear down what
 # they leave behind. Sourced by bed.sh. Every process is started with nohup, tracked by a pid file
 # under $BED_DIR/run and stopped by that pid.
@@ -99,9 +100,11 @@ crishim_up() {
   "$CRISHIM_BIN" validate --config "$config" >/dev/null || die "crishim rejects $config"
   args+=(--config "$config")
   log "start crishim ($CRISHIM_BIN)"
+  # CRISHIM_ARGS is a list of words by design (extra flags)
+  # shellcheck disable=SC2086
   start_daemon crishim "$PID_CRISHIM" "$BED_DIR/logs/crishim.log" "$CRISHIM_BIN" "${args[@]}" ${CRISHIM_ARGS:-}
-  local i
-  for i in $(seq 100); do
+  local _
+  for _ in $(seq 100); do
     crishim_ready >/dev/null 2>&1 && break
     if ! alive "$PID_CRISHIM"; then
       tail -20 "$BED_DIR/logs/crishim.log" >&2
@@ -157,11 +160,11 @@ stop_orphan_shims() {
 # Containers runc still knows in the bed's handler roots (the runtime died before removing them).
 stop_leftover_containers() {
   local state root id
-  for state in $(find "$BED_DIR" -maxdepth 4 -path "$BED_DIR/*-root/*" -name state.json 2>/dev/null); do
+  while IFS= read -r state; do
     id=$(basename "$(dirname "$state")") root=$(dirname "$(dirname "$state")")
     echo "removing leftover container $id (runc root $root)"
     runc --root "$root" delete -f "$id" 2>/dev/null || true
-  done
+  done < <(find "$BED_DIR" -maxdepth 4 -path "$BED_DIR/*-root/*" -name state.json 2>/dev/null)
 }
 
 # unmount_under DIR: every mount below DIR, deepest first (lazy as the last resort)
@@ -178,7 +181,7 @@ remove_cgroups() {
   for d in /sys/fs/cgroup/*/"$BED_CGROUP" /sys/fs/cgroup/"$BED_CGROUP"; do
     [ -d "$d" ] || continue
     find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
-    [ -d "$d" ] && echo "cgroup $d still in use" || true
+    if [ -d "$d" ]; then echo "cgroup $d still in use"; fi
   done
 }
 

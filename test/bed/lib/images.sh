@@ -33,8 +33,9 @@ bed_images() {
   rm -rf "$work" && mkdir -p "$work"
   # crane is chatty on stderr: keep its output in a log and show the tail only on failure
   (
-    cd "$work"
+    cd "$work" || exit
     exec 2>"$work/build.log"
+    # shellcheck disable=SC2154 # rc is assigned inside the trap
     trap 'rc=$?; [ $rc = 0 ] || { echo "image build failed (log $work/build.log):"; tail -20 "$work/build.log"; } >&3' EXIT
     build_images
   ) 3>&2

@@ -38,7 +38,7 @@ GOSRC
 }
 
 build_cri_tools() {
-  if have_tool crictl $CRI_TOOLS_VERSION && have_tool critest $CRI_TOOLS_VERSION; then
+  if have_tool crictl "$CRI_TOOLS_VERSION" && have_tool critest "$CRI_TOOLS_VERSION"; then
     echo "crictl, critest $CRI_TOOLS_VERSION: cached"
     return
   fi
@@ -47,17 +47,17 @@ build_cri_tools() {
   scratch_module "$dir" crishim.test/critools "sigs.k8s.io/cri-tools $CRI_TOOLS_VERSION" sigs.k8s.io/cri-tools/cmd/crictl
   local ldf="-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRI_TOOLS_VERSION"
   (
-    cd "$dir"
+    cd "$dir" || exit
     go mod tidy
     time go build -trimpath -ldflags "$ldf" -o "$BED_BIN/crictl" sigs.k8s.io/cri-tools/cmd/crictl
     time go test -c -trimpath -ldflags "$ldf" -o "$BED_BIN/critest" sigs.k8s.io/cri-tools/cmd/critest
   )
-  stamp_tool crictl $CRI_TOOLS_VERSION
-  stamp_tool critest $CRI_TOOLS_VERSION
+  stamp_tool crictl "$CRI_TOOLS_VERSION"
+  stamp_tool critest "$CRI_TOOLS_VERSION"
 }
 
 build_crane() {
-  if have_tool crane $CRANE_VERSION; then
+  if have_tool crane "$CRANE_VERSION"; then
     echo "crane $CRANE_VERSION: cached"
     return
   fi
@@ -66,11 +66,11 @@ build_crane() {
   scratch_module "$dir" crishim.test/crane "github.com/google/go-containerregistry $CRANE_VERSION" \
     github.com/google/go-containerregistry/cmd/crane
   (
-    cd "$dir"
+    cd "$dir" || exit
     go mod tidy
     time go build -trimpath -o "$BED_BIN/crane" github.com/google/go-containerregistry/cmd/crane
   )
-  stamp_tool crane $CRANE_VERSION
+  stamp_tool crane "$CRANE_VERSION"
 }
 
 # The staging modules k8s.io/kubernetes replaces with ./staging/src/k8s.io/NAME (its go.mod).
@@ -81,7 +81,7 @@ KUBE_STAGING=(api apiextensions-apiserver apimachinery apiserver cli-runtime cli
   mount-utils pod-security-admission sample-apiserver streaming)
 
 build_kubelet() {
-  if have_tool kubelet $KUBERNETES_VERSION; then
+  if have_tool kubelet "$KUBERNETES_VERSION"; then
     echo "kubelet $KUBERNETES_VERSION: cached"
     return
   fi
@@ -100,12 +100,12 @@ build_kubelet() {
   local ldf="-s -w -X $v.gitVersion=$KUBERNETES_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor"
   ldf="$ldf -X $v.gitTreeState=clean -X $v.buildDate=1970-01-01T00:00:00Z"
   (
-    cd "$dir"
+    cd "$dir" || exit
     go mod tidy
     time go build -trimpath -ldflags "$ldf" -o "$BED_BIN/kubelet" k8s.io/kubernetes/cmd/kubelet
   )
   "$BED_BIN/kubelet" --version
-  stamp_tool kubelet $KUBERNETES_VERSION
+  stamp_tool kubelet "$KUBERNETES_VERSION"
 }
 
 # containerd 2.x: containerd, its runc shim (a handler must point at this shim: Debian's 1.6 shim
@@ -135,7 +135,7 @@ import (
 GOSRC
   local ldf="-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD2_VERSION"
   (
-    cd "$dir"
+    cd "$dir" || exit
     go mod tidy
     for c in containerd containerd-shim-runc-v2 ctr; do
       time go build -trimpath -tags no_btrfs -ldflags "$ldf" -o "$CONTAINERD2_BIN/$c" "github.com/containerd/containerd/v2/cmd/$c"
@@ -159,7 +159,7 @@ build_crio() {
   mkdir -p "$dir" "$CRIO_BIN"
   scratch_module "$dir" crishim.test/crio "github.com/cri-o/cri-o $CRIO_VERSION" github.com/cri-o/cri-o/cmd/crio
   (
-    cd "$dir"
+    cd "$dir" || exit
     # the checksum DB answers 404 for these (go.sum of the scratch module still pins them)
     export GONOSUMDB=$GONOSUMDB,github.com/cri-o/cri-o,github.com/containerd/nri,github.com/CloudNativeAI/model-spec
     go mod tidy
