@@ -180,26 +180,21 @@ func (s *Server) OpenConnections() int { return int(s.conns.open.Load()) }
 func (s *Server) RegisterConnectionMetrics(reg prometheus.Registerer) error {
 	collectors := []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Namespace: "crishim", Subsystem: "server", Name: "connections_open",
+			Namespace: MetricsNamespace, Subsystem: "server", Name: "connections_open",
 			Help: "Client connections being served now; at connections_limit, further clients wait in the socket's backlog.",
 		}, func() float64 { return float64(s.conns.open.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Namespace: "crishim", Subsystem: "server", Name: "connections_limit",
+			Namespace: MetricsNamespace, Subsystem: "server", Name: "connections_limit",
 			Help: "Client connections served at once at most (listen.maxConnections); 0 means no limit.",
 		}, func() float64 { return float64(s.conns.limit) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Namespace: "crishim", Subsystem: "server", Name: "streams_per_connection_limit",
+			Namespace: MetricsNamespace, Subsystem: "server", Name: "streams_per_connection_limit",
 			Help: "Calls in flight on one client connection at most (listen.maxConcurrentStreams); further calls wait in the client; 0 means no limit.",
 		}, func() float64 { return float64(s.maxStreams) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Namespace: "crishim", Subsystem: "server", Name: "memory_reclaims_total",
+			Namespace: MetricsNamespace, Subsystem: "server", Name: "memory_reclaims_total",
 			Help: "Times crishim returned free memory to the OS after a storm of client connections closed.",
 		}, func() float64 { return float64(s.conns.reclaims.Load()) }),
 	}
-	for _, c := range collectors {
-		if err := reg.Register(c); err != nil {
-			return err
-		}
-	}
-	return nil
+	return RegisterCollectors(reg, collectors...)
 }

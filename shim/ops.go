@@ -17,17 +17,14 @@ const ReadyTimeout = time.Second
 // RegisterMetrics registers the server's own metrics: the state of each
 // upstream connection and the build info.
 func (s *Server) RegisterMetrics(reg prometheus.Registerer) error {
-	up := prometheus.NewDesc("crishim_upstream_up",
+	up := prometheus.NewDesc(prometheus.BuildFQName(MetricsNamespace, "", "upstream_up"),
 		"Whether crishim's connection to the upstream CRI endpoint is established (1) or not (0).",
 		[]string{"upstream", "endpoint"}, nil)
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "crishim_build_info", Help: "crishim's version and Go version; always 1.",
+		Namespace: MetricsNamespace, Name: "build_info", Help: "crishim's version and Go version; always 1.",
 	}, []string{"version", "goversion"})
 	info.WithLabelValues(Version, runtime.Version()).Set(1)
-	if err := reg.Register(upstreamCollector{s: s, desc: up}); err != nil {
-		return err
-	}
-	return reg.Register(info)
+	return RegisterCollectors(reg, upstreamCollector{s: s, desc: up}, info)
 }
 
 type upstreamCollector struct {

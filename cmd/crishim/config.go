@@ -14,8 +14,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/crishim/crishim/handlers"
+	"github.com/crishim/crishim/handlers/credentials"
+	"github.com/crishim/crishim/handlers/pulls"
 	"github.com/crishim/crishim/handlers/registry"
+	"github.com/crishim/crishim/handlers/routing"
 	"github.com/crishim/crishim/shim"
 	"github.com/crishim/crishim/shim/config"
 )
@@ -35,8 +37,8 @@ type Config struct {
 	Metrics             MetricsConfig      `json:"metrics"`
 	// Handlers and Routing enable RunPodSandbox routing; without handlers
 	// RunPodSandbox passes through untouched.
-	Handlers []handlers.RuntimeHandler `json:"handlers,omitempty"`
-	Routing  handlers.Routing          `json:"routing,omitempty"`
+	Handlers []routing.RuntimeHandler `json:"handlers,omitempty"`
+	Routing  routing.Routing          `json:"routing,omitempty"`
 	// Images configures PullImage; without it PullImage passes through.
 	Images ImagesConfig `json:"images,omitempty"`
 }
@@ -44,9 +46,9 @@ type Config struct {
 // ImagesConfig is the images section.
 type ImagesConfig struct {
 	// Pulls schedules and de-duplicates pulls.
-	Pulls *handlers.PullConfig `json:"pulls,omitempty"`
+	Pulls *pulls.Config `json:"pulls,omitempty"`
 	// Credentials injects node registry credentials.
-	Credentials *handlers.CredentialsConfig `json:"credentials,omitempty"`
+	Credentials *credentials.Config `json:"credentials,omitempty"`
 }
 
 // ListenConfig is the socket crishim serves the kubelet on.
@@ -231,7 +233,7 @@ func (c *Config) validate() []string {
 	if n := c.Metrics.MaxRegistryLabels; n < 0 || n > maxRegistryLabelsLimit {
 		add("metrics.maxRegistryLabels", "%d is not from 1 to %d (0 or absent: %d)", n, maxRegistryLabelsLimit, registry.DefaultMaxLabels)
 	}
-	problems = append(problems, handlers.Validate(c.Handlers, c.Routing)...)
+	problems = append(problems, routing.Validate(c.Handlers, c.Routing)...)
 	if c.Images.Pulls != nil {
 		problems = append(problems, c.Images.Pulls.Validate()...)
 	}

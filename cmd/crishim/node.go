@@ -8,9 +8,10 @@ import (
 	"github.com/sirupsen/logrus"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/handlers"
 	"github.com/crishim/crishim/handlers/credentials"
+	"github.com/crishim/crishim/handlers/pulls"
 	"github.com/crishim/crishim/handlers/registry"
+	"github.com/crishim/crishim/handlers/routing"
 	"github.com/crishim/crishim/interceptors"
 	"github.com/crishim/crishim/interceptors/metrics"
 	"github.com/crishim/crishim/shim"
@@ -23,12 +24,35 @@ type node struct {
 	cfg   atomic.Pointer[Config]
 	grace atomic.Int64 // shutdownGracePeriod, ns
 
-	runner    *handlers.SandboxRunner // nil without handlers
-	inventory *handlers.Inventory
-	sched     *handlers.PullScheduler // nil without images.pulls
-	puller    *handlers.ImagePuller   // nil without images.pulls and images.credentials
-	credsOn   bool                    // images.credentials was set at start
-	labels    *registry.Labels        // the registry label bound shared by the pull and credential metrics
+	runner    *routing.SandboxRunner // nil without handlers
+	inventory *routing.Inventory
+	injector  *credentials.Injector // nil without images.credentials
+	sched     *pulls.Scheduler      // nil without images.pulls
+	puller    *pulls.Puller         // nil without images.pulls
+	labels    *registry.Labels      // the registry label bound shared by the pull and credential metrics
+}
+
+// Features act on the RPCs they intercept in this order, fixed here and
+// nowhere else (README "Development" shows it): each sees the request its
+// predecessor passes on, the last one's next is the runtime.
+//
+//	RunPodSandbox: routing → runtime
+//	PullImage:     credentials → pulls → runtime
+//
+// Credentials come before pulls so that each credential attempt is
+// scheduled, and de-duplicated, with the credentials the runtime will get.
+func (n *node) handlers() []shim.Handler {
+	var hs []shim.Handler
+	if n.runner != nil {
+		hs = append(hs, n.runner.Handler())
+	}
+	if n.injector != nil {
+		hs = append(hs, n.injector.Handler())
+	}
+	if n.puller != nil {
+		hs = append(hs, n.puller.Handler())
+	}
+	return hs
 }
 
 // newNode builds the parts cfg enables and returns the server options that
@@ -44,42 +68,34 @@ func newNode(cfg *Config, log *logrus.Logger, reg prometheus.Registerer) (*node,
 	}
 	opts := []shim.Option{shim.WithMethods(methods), interceptors.Chain(log, methods, m)}
 	if len(cfg.Handlers) > 0 {
-		hm, err := handlers.NewMetrics(reg)
+		hm, err := routing.NewMetrics(reg)
 		if err != nil {
 			return nil, nil, err
 		}
-		router := handlers.NewRouter(cfg.Handlers, cfg.Routing)
-		n.inventory = handlers.NewInventory(log, hm, router.Known(), handlers.DefaultResyncInterval)
-		n.runner = handlers.NewSandboxRunner(router, n.inventory, hm, log)
-		opts = append(opts, shim.WithHandlers(n.runner.Handler()))
-	}
-	var pullerOpts []handlers.PullerOption
-	if pc := cfg.Images.Pulls; pc != nil {
-		pm, err := handlers.NewPullMetrics(reg, n.labels)
-		if err != nil {
-			return nil, nil, err
-		}
-		n.sched = handlers.NewPullScheduler(pc.Limits(), pc.Dedup(), pm)
-		pullerOpts = append(pullerOpts, handlers.WithScheduler(n.sched, pc.PriorityNamespaces))
+		router := routing.NewRouter(cfg.Handlers, cfg.Routing)
+		n.inventory = routing.NewInventory(log, hm, router.Known(), routing.DefaultResyncInterval)
+		n.runner = routing.NewSandboxRunner(router, n.inventory, hm, log)
 	}
 	if cc := cfg.Images.Credentials; cc != nil {
-		provider, err := handlers.NewCredentialProvider(cc, log)
+		provider, err := credentials.NewProvider(cc, log)
 		if err != nil {
-			n.close()
 			return nil, nil, err
 		}
-		cm, err := handlers.NewCredentialMetrics(reg, n.labels)
+		cm, err := credentials.NewMetrics(reg, n.labels)
 		if err != nil {
-			n.close()
 			return nil, nil, err
 		}
-		pullerOpts = append(pullerOpts, handlers.WithCredentials(provider, cc.Policy, cm))
-		n.credsOn = true
+		n.injector = credentials.NewInjector(provider, cc.Policy, cm, log)
 	}
-	if len(pullerOpts) > 0 {
-		n.puller = handlers.NewImagePuller(log, pullerOpts...)
-		opts = append(opts, shim.WithHandlers(n.puller.Handler()))
+	if pc := cfg.Images.Pulls; pc != nil {
+		pm, err := pulls.NewMetrics(reg, n.labels)
+		if err != nil {
+			return nil, nil, err
+		}
+		n.sched = pulls.NewScheduler(pc.Limits(), pc.Dedup(), pm)
+		n.puller = pulls.NewPuller(log, n.sched, pc.PriorityNamespaces)
 	}
+	opts = append(opts, shim.WithHandlers(n.handlers()...))
 	return n, opts, nil
 }
 
@@ -132,7 +148,7 @@ func (n *node) restartOnly(next *Config) []string {
 	// Intercepting a method or not is fixed when the server starts.
 	diff("handlers (turning routing on or off)", (n.runner == nil) != (len(next.Handlers) == 0))
 	diff("images.pulls (turning scheduling on or off)", (n.sched == nil) != (next.Images.Pulls == nil))
-	diff("images.credentials (turning injection on or off)", n.credsOn != (next.Images.Credentials != nil))
+	diff("images.credentials (turning injection on or off)", (n.injector == nil) != (next.Images.Credentials == nil))
 	return keys
 }
 
@@ -140,8 +156,8 @@ func (n *node) restartOnly(next *Config) []string {
 // sources), before anything changes.
 func (n *node) prepare(next *Config) (apply func(), err error) {
 	var provider credentials.Provider
-	if cc := next.Images.Credentials; cc != nil && n.credsOn {
-		if provider, err = handlers.NewCredentialProvider(cc, n.log); err != nil {
+	if cc := next.Images.Credentials; cc != nil && n.injector != nil {
+		if provider, err = credentials.NewProvider(cc, n.log); err != nil {
 			return nil, err
 		}
 	}
@@ -149,7 +165,7 @@ func (n *node) prepare(next *Config) (apply func(), err error) {
 		configureLogger(n.log, next.Log)
 		n.grace.Store(int64(next.gracePeriod()))
 		if n.runner != nil && len(next.Handlers) > 0 {
-			n.runner.SetRouter(handlers.NewRouter(next.Handlers, next.Routing))
+			n.runner.SetRouter(routing.NewRouter(next.Handlers, next.Routing))
 		}
 		if pc := next.Images.Pulls; pc != nil && n.sched != nil {
 			n.sched.SetLimits(pc.Limits())
@@ -157,7 +173,7 @@ func (n *node) prepare(next *Config) (apply func(), err error) {
 			n.puller.SetPriority(pc.PriorityNamespaces)
 		}
 		if provider != nil {
-			n.puller.SetCredentials(provider, next.Images.Credentials.Policy)
+			n.injector.Set(provider, next.Images.Credentials.Policy)
 		}
 		n.cfg.Store(next)
 	}, nil

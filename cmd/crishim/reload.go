@@ -13,6 +13,8 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
+
+	"github.com/crishim/crishim/shim"
 )
 
 // watchInterval is how often the config file is checked for changes.
@@ -58,22 +60,20 @@ func newReloader(path string, n *node, reg prometheus.Registerer, log *logrus.Lo
 	r := &reloader{
 		path: path, node: n, log: log,
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "crishim", Subsystem: "config", Name: "reloads_total",
+			Namespace: shim.MetricsNamespace, Subsystem: "config", Name: "reloads_total",
 			Help: "Configuration reloads by result (success, failure: the file was invalid and nothing changed).",
 		}, []string{"result"}),
 		lastOK: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: "crishim", Subsystem: "config", Name: "last_reload_successful",
+			Namespace: shim.MetricsNamespace, Subsystem: "config", Name: "last_reload_successful",
 			Help: "1 if the last reload applied, 0 if it was rejected (the running configuration is older than the file).",
 		}),
 		lastOKTime: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: "crishim", Subsystem: "config", Name: "last_reload_success_timestamp_seconds",
+			Namespace: shim.MetricsNamespace, Subsystem: "config", Name: "last_reload_success_timestamp_seconds",
 			Help: "When the configuration was last loaded successfully (start or reload).",
 		}),
 	}
-	for _, c := range []prometheus.Collector{r.reloads, r.lastOK, r.lastOKTime} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := shim.RegisterCollectors(reg, r.reloads, r.lastOK, r.lastOKTime); err != nil {
+		return nil, err
 	}
 	r.lastOK.Set(1)
 	r.lastOKTime.SetToCurrentTime()

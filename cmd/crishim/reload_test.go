@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/handlers"
+	"github.com/crishim/crishim/handlers/pulls"
 )
 
 // TestReloadUnderLoad reloads 100 times, alternating valid and invalid
@@ -133,7 +133,7 @@ func TestReloadReportsRestartOnly(t *testing.T) {
 	if len(keys) != 1 || keys[0] != "runtimeEndpoint" {
 		t.Errorf("restart-only settings %v, want [runtimeEndpoint]", keys)
 	}
-	next.Images.Pulls = &handlers.PullConfig{Mode: "serial"}
+	next.Images.Pulls = &pulls.Config{Mode: "serial"}
 	if keys := n.restartOnly(&next); len(keys) != 2 || !strings.Contains(keys[1], "images.pulls") {
 		t.Errorf("turning scheduling on: %v", keys)
 	}

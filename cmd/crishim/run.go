@@ -21,7 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sirupsen/logrus"
 
-	"github.com/crishim/crishim/handlers"
+	"github.com/crishim/crishim/handlers/routing"
 	"github.com/crishim/crishim/shim"
 )
 
@@ -156,7 +156,7 @@ func runtimeClassesCmd(args []string, stdout, stderr io.Writer) error {
 	if len(cfg.Handlers) == 0 {
 		return fmt.Errorf("config %s has no handlers to make RuntimeClasses of", path)
 	}
-	out, err := handlers.RuntimeClassesYAML(cfg.Handlers)
+	out, err := routing.RuntimeClassesYAML(cfg.Handlers)
 	if err != nil {
 		return err
 	}

@@ -1,5 +1,8 @@
-// Package credentials finds node-level registry credentials for an image, the
-// way the kubelet does, so that crishim can inject them into PullImage calls.
+// Package credentials is the PullImage credentials feature: it finds
+// node-level registry credentials for an image, the way the kubelet does, and
+// injects them into PullImage calls that carry none (image_pull.go, Injector),
+// for the namespaces images.credentials.policy allows (config.go), before pull
+// scheduling (package pulls) sees the call.
 //
 // Two sources exist, asked in the kubelet's order (Chain):
 //
@@ -19,7 +22,8 @@
 // contributes, most specific first. The image is first normalized the way the
 // kubelet does before its keyring lookup (pkg/util/parsers: docker's
 // reference grammar, tag and digest dropped, "busybox" is
-// "docker.io/library/busybox").
+// "docker.io/library/busybox"), and hosts are compared by their canonical
+// identity (package registry), as the policy compares them.
 //
 // Secrets never leave this package in text: Credential's String, GoString,
 // Format and MarshalJSON omit the password, logs never carry a password, a

@@ -18,12 +18,6 @@ type cacheEntry struct {
 	expiresAt time.Time
 }
 
-// flight is one running plugin call that callers for the same image share.
-type flight struct {
-	done chan struct{}
-	auth authMap
-}
-
 // Cache keys. The kubelet uses the image, the registry and "global" as they
 // are (plugin.go); the prefixes only keep the three kinds apart.
 func imageCacheKey(repo string) string    { return "image:" + repo }
@@ -57,45 +51,55 @@ func (pl *plugin) provide(ctx context.Context, repo string) authMap {
 		pl.log.WithField("image", repo).Trace("credentials from the plugin cache")
 		return auth
 	}
-	f := pl.flights[repo]
-	if f == nil {
-		f = &flight{done: make(chan struct{})}
-		pl.flights[repo] = f
-		pl.running.Add(1)
-		go pl.fly(repo, f)
-	} else {
-		pl.log.WithField("image", repo).Trace("joining a running plugin call")
-	}
+	// DoChan is called with pl.mu held so that the cache miss and joining the
+	// call are one step: call caches its answer (under pl.mu) before it
+	// returns and singleflight forgets the key, so a caller finds the answer
+	// or the running call and never starts a second call. DoChan does not
+	// block and runs call in its own goroutine, which takes pl.mu only after
+	// we let it go, and singleflight never holds its lock while call runs: no
+	// deadlock.
+	//
+	// running counts callers whose result has not arrived yet, rather than
+	// calls, since singleflight does not say whether DoChan started a call or
+	// joined one. Every call has at least one caller and delivers to all of
+	// them when it ends, so running is zero exactly when no call is running.
+	pl.running.Add(1)
+	results := pl.calls.DoChan(repo, func() (any, error) { return pl.call(repo) })
 	pl.mu.Unlock()
 
 	select {
-	case <-f.done:
-		return f.auth
+	case res := <-results:
+		pl.running.Done()
+		auth, _ := res.Val.(authMap) // nil on error; call logged it
+		return auth
 	case <-ctx.Done():
 		pl.log.WithField("image", repo).Debug("caller gave up waiting for the plugin; the call goes on and fills the cache")
+		// Stay counted until the call ends, so that wait still waits for it.
+		// The channel is buffered: the call never waits for this goroutine.
+		go func() {
+			<-results
+			pl.running.Done()
+		}()
 		return nil
 	}
 }
 
-// fly runs one plugin call, caches its answer and releases the waiters. The
-// answer is cached before the flight is removed, so a caller arriving in
-// between finds one or the other and never starts a second call.
-func (pl *plugin) fly(repo string, f *flight) {
-	defer pl.running.Done()
+// call runs one plugin call, logs a failure once for all its callers, and
+// caches the answer before returning, that is before singleflight lets a new
+// call for the image start (see provide).
+func (pl *plugin) call(repo string) (authMap, error) {
 	resp, err := pl.exec(repo)
-	pl.mu.Lock()
 	if err != nil {
 		pl.log.WithField("image", repo).WithError(err).Error("credential provider plugin failed; no credentials from it")
-	} else {
-		f.auth = resp.Auth
-		pl.storeLocked(repo, resp)
-		pl.log.WithFields(map[string]any{
-			"image": repo, "cacheKeyType": resp.CacheKeyType, "keys": len(resp.Auth),
-		}).Debug("credential provider plugin answered")
+		return nil, err
 	}
-	delete(pl.flights, repo)
+	pl.mu.Lock()
+	pl.storeLocked(repo, resp)
 	pl.mu.Unlock()
-	close(f.done)
+	pl.log.WithFields(map[string]any{
+		"image": repo, "cacheKeyType": resp.CacheKeyType, "keys": len(resp.Auth),
+	}).Debug("credential provider plugin answered")
+	return resp.Auth, nil
 }
 
 // cachedLocked looks the image up by image, registry and global key,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 
 	kubeletconfigv1 "k8s.io/kubelet/config/v1"
@@ -85,7 +86,7 @@ func decodePluginConfig(data []byte) (*kubeletconfigv1.CredentialProviderConfig,
 	if err := json.Unmarshal(j, &cfg); err != nil {
 		return nil, append(problems, describeJSONError(err).Error())
 	}
-	if !contains(configAPIVersions, cfg.APIVersion) {
+	if !slices.Contains(configAPIVersions, cfg.APIVersion) {
 		problems = append(problems, fmt.Sprintf("apiVersion: %q is not supported, want one of %s", cfg.APIVersion, strings.Join(configAPIVersions, ", ")))
 	}
 	if cfg.Kind != "CredentialProviderConfig" {
@@ -224,13 +225,4 @@ func describePath(path string, names map[int]string) string {
 		return providerLabel(i, names[i]) + ": " + rest
 	}
 	return path
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }

@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/singleflight"
+
+	kubeletconfigv1 "k8s.io/kubelet/config/v1"
+	credentialproviderv1 "k8s.io/kubelet/pkg/apis/credentialprovider/v1"
 
 	"github.com/crishim/crishim/handlers/registry"
 	"github.com/crishim/crishim/shim/config"
-	kubeletconfigv1 "k8s.io/kubelet/config/v1"
-	credentialproviderv1 "k8s.io/kubelet/pkg/apis/credentialprovider/v1"
 )
 
 // Plugins runs kubelet credential-provider exec plugins.
@@ -79,7 +81,6 @@ func NewPlugins(cfg *kubeletconfigv1.CredentialProviderConfig, binDir string, lo
 			now:                  time.Now,
 			log:                  p.log.WithField("plugin", c.Name),
 			cache:                map[string]cacheEntry{},
-			flights:              map[string]*flight{},
 		})
 	}
 	return p, nil
@@ -148,8 +149,11 @@ type plugin struct {
 	mu        sync.Mutex
 	cache     map[string]cacheEntry
 	lastPurge time.Time
-	flights   map[string]*flight
-	running   sync.WaitGroup
+	// calls runs one plugin call per image at a time: callers of an image
+	// whose call is running wait for its answer (plugin.go uses
+	// singleflight the same way).
+	calls   singleflight.Group
+	running sync.WaitGroup
 }
 
 // canonicalPatterns returns matchImages with canonical hosts, to compare

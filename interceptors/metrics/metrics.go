@@ -14,9 +14,6 @@ import (
 	"github.com/crishim/crishim/shim"
 )
 
-// Namespace prefixes every crishim metric.
-const Namespace = "crishim"
-
 // HandlingBuckets span CRI latencies: sub-millisecond Version and status
 // calls, tens of milliseconds for container lifecycle, seconds for
 // RunPodSandbox (CNI, pause image) and minutes for PullImage of a large image.
@@ -71,23 +68,21 @@ func New(reg prometheus.Registerer, methods *shim.Methods) (*Metrics, error) {
 	m := &Metrics{
 		methods: methods,
 		handled: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Subsystem: "grpc_server", Name: "handled_total",
+			Namespace: shim.MetricsNamespace, Subsystem: "grpc_server", Name: "handled_total",
 			Help: "CRI calls completed by crishim, by service, method and gRPC status code (the runtime's code for forwarded calls).",
 		}, append(labels, "grpc_code")),
 		handling: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: Namespace, Subsystem: "grpc_server", Name: "handling_seconds",
+			Namespace: shim.MetricsNamespace, Subsystem: "grpc_server", Name: "handling_seconds",
 			Help:    "Time from the start of a CRI call to its end at crishim, including the runtime's time.",
 			Buckets: HandlingBuckets,
 		}, labels),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: Namespace, Subsystem: "grpc_server", Name: "in_flight",
+			Namespace: shim.MetricsNamespace, Subsystem: "grpc_server", Name: "in_flight",
 			Help: "CRI calls in progress, including open streams.",
 		}, labels),
 	}
-	for _, c := range []prometheus.Collector{m.handled, m.handling, m.inFlight} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := shim.RegisterCollectors(reg, m.handled, m.handling, m.inFlight); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

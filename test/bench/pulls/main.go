@@ -23,7 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/handlers"
+	"github.com/crishim/crishim/handlers/pulls"
 	"github.com/crishim/crishim/shim"
 	"github.com/crishim/crishim/test/fakecri"
 )
@@ -88,19 +88,19 @@ func measure(sc scenario, latency time.Duration, images, copies int) (time.Durat
 	defer fake.Stop()
 	fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Delay: latency, Response: &runtimeapi.PullImageResponse{ImageRef: "sha256:x"}})
 
-	pc := handlers.PullConfig{Mode: "parallel", MaxParallel: sc.parallel, Deduplicate: &sc.dedup}
+	pc := pulls.Config{Mode: "parallel", MaxParallel: sc.parallel, Deduplicate: &sc.dedup}
 	if sc.parallel == 0 {
 		pc.Mode = "serial"
 	}
-	m, err := handlers.NewPullMetrics(prometheus.NewRegistry(), nil)
+	m, err := pulls.NewMetrics(prometheus.NewRegistry(), nil)
 	if err != nil {
 		return 0, 0, err
 	}
-	sched := handlers.NewPullScheduler(pc.Limits(), pc.Dedup(), m)
+	sched := pulls.NewScheduler(pc.Limits(), pc.Dedup(), m)
 	defer sched.Close()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	srv, err := shim.New(shim.Config{RuntimeEndpoint: fake.Endpoint()}, shim.WithHandlers(handlers.NewImagePuller(log, handlers.WithScheduler(sched, nil)).Handler()))
+	srv, err := shim.New(shim.Config{RuntimeEndpoint: fake.Endpoint()}, shim.WithHandlers(pulls.NewPuller(log, sched, nil).Handler()))
 	if err != nil {
 		return 0, 0, err
 	}

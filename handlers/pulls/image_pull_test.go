@@ -1,4 +1,4 @@
-package handlers_test
+package pulls_test
 
 import (
 	"context"
@@ -14,23 +14,24 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/handlers"
+	"github.com/crishim/crishim/handlers/pulls"
 	"github.com/crishim/crishim/test/fakecri"
+	"github.com/crishim/crishim/test/shimtest"
 )
 
-func newPullEnv(t *testing.T, limits handlers.PullLimits, log *logrus.Logger) *crishimEnv {
+func newPullEnv(t *testing.T, limits pulls.Limits, log *logrus.Logger) *shimtest.Env {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	m, err := handlers.NewPullMetrics(reg, nil)
+	m, err := pulls.NewMetrics(reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sched := handlers.NewPullScheduler(limits, true, m)
+	sched := pulls.NewScheduler(limits, true, m)
 	t.Cleanup(sched.Close)
 	if log == nil {
-		log = discardLogger()
+		log = shimtest.DiscardLogger()
 	}
-	return newCrishimEnv(t, nil, reg, handlers.NewImagePuller(log, handlers.WithScheduler(sched, []string{"kube-system"})).Handler())
+	return shimtest.Start(t, nil, reg, pulls.NewPuller(log, sched, []string{"kube-system"}).Handler())
 }
 
 func pull(image, user string) *runtimeapi.PullImageRequest {
@@ -48,8 +49,8 @@ func pull(image, user string) *runtimeapi.PullImageRequest {
 // fake runtime: identical ones with the same credentials share one upstream
 // call, other credentials or none never do, and every caller gets the answer.
 func TestPullsThroughCrishim(t *testing.T) {
-	e := newPullEnv(t, handlers.PullLimits{MaxParallel: 4}, nil)
-	e.fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{
+	e := newPullEnv(t, pulls.Limits{MaxParallel: 4}, nil)
+	e.Fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{
 		Delay: 300 * time.Millisecond, Response: &runtimeapi.PullImageResponse{ImageRef: "sha256:feed"},
 	})
 	reqs := []*runtimeapi.PullImageRequest{}
@@ -64,7 +65,7 @@ func TestPullsThroughCrishim(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := e.ic.PullImage(context.Background(), r)
+			resp, err := e.IC.PullImage(context.Background(), r)
 			errs[i], refs[i] = err, resp.GetImageRef()
 		}()
 	}
@@ -74,7 +75,7 @@ func TestPullsThroughCrishim(t *testing.T) {
 			t.Errorf("pull %d: %q, %v", i, refs[i], errs[i])
 		}
 	}
-	calls := e.fake.Calls(runtimeapi.ImageService_PullImage_FullMethodName)
+	calls := e.Fake.Calls(runtimeapi.ImageService_PullImage_FullMethodName)
 	if len(calls) != 3 {
 		t.Fatalf("%d upstream pulls, want 3 (alice, bob, anonymous)", len(calls))
 	}
@@ -96,15 +97,15 @@ func TestPullErrorsAndBadInput(t *testing.T) {
 	log := logrus.New()
 	log.SetOutput(&logs)
 	log.SetLevel(logrus.TraceLevel)
-	e := newPullEnv(t, handlers.PullLimits{MaxParallel: 1}, log)
+	e := newPullEnv(t, pulls.Limits{MaxParallel: 1}, log)
 	want := status.New(codes.Unknown, "failed to pull and unpack image \"docker.io/library/nope:latest\": 401 Unauthorized")
-	e.fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Err: want.Err()})
-	_, err := e.ic.PullImage(context.Background(), pull("nope", "carol"))
+	e.Fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Err: want.Err()})
+	_, err := e.IC.PullImage(context.Background(), pull("nope", "carol"))
 	if st := status.Convert(err); st.Code() != want.Code() || st.Message() != want.Message() {
 		t.Errorf("got %v, want the runtime's error unchanged", err)
 	}
 	for _, bad := range []*runtimeapi.PullImageRequest{{}, {Image: &runtimeapi.ImageSpec{}}} {
-		if _, err := e.ic.PullImage(context.Background(), bad); status.Code(err) != codes.InvalidArgument {
+		if _, err := e.IC.PullImage(context.Background(), bad); status.Code(err) != codes.InvalidArgument {
 			t.Errorf("pull %v: got %v, want InvalidArgument", bad, err)
 		}
 	}

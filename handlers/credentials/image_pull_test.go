@@ -1,4 +1,4 @@
-package handlers_test
+package credentials_test
 
 import (
 	"context"
@@ -16,10 +16,12 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/handlers"
 	"github.com/crishim/crishim/handlers/credentials"
+	"github.com/crishim/crishim/handlers/pulls"
 	registrypkg "github.com/crishim/crishim/handlers/registry"
+	"github.com/crishim/crishim/shim"
 	"github.com/crishim/crishim/test/fakecri"
+	"github.com/crishim/crishim/test/shimtest"
 )
 
 // staticProvider hands out fixed credentials and counts lookups.
@@ -49,15 +51,15 @@ func registry(req proto.Message) (proto.Message, error) {
 }
 
 type credEnv struct {
-	*crishimEnv
+	*shimtest.Env
 	provider *staticProvider
 	logs     *strings.Builder
 }
 
-func newCredEnv(t *testing.T, creds []credentials.Credential, policy handlers.CredentialPolicy, sched bool) *credEnv {
+func newCredEnv(t *testing.T, creds []credentials.Credential, policy credentials.Policy, sched bool) *credEnv {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	cm, err := handlers.NewCredentialMetrics(reg, nil)
+	cm, err := credentials.NewMetrics(reg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,19 +68,20 @@ func newCredEnv(t *testing.T, creds []credentials.Credential, policy handlers.Cr
 	log.SetOutput(logs)
 	log.SetLevel(logrus.TraceLevel)
 	p := &staticProvider{creds: creds}
-	opts := []handlers.PullerOption{handlers.WithCredentials(p, policy, cm)}
+	// The order the daemon registers them in: credentials, then pulls.
+	hs := []shim.Handler{credentials.NewInjector(p, policy, cm, log).Handler()}
 	if sched {
-		pm, err := handlers.NewPullMetrics(reg, nil)
+		pm, err := pulls.NewMetrics(reg, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := handlers.NewPullScheduler(handlers.PullLimits{MaxParallel: 2}, true, pm)
+		s := pulls.NewScheduler(pulls.Limits{MaxParallel: 2}, true, pm)
 		t.Cleanup(s.Close)
-		opts = append(opts, handlers.WithScheduler(s, nil))
+		hs = append(hs, pulls.NewPuller(log, s, nil).Handler())
 	}
-	e := &credEnv{crishimEnv: newCrishimEnv(t, func(f *fakecri.Server) {
+	e := &credEnv{Env: shimtest.Start(t, func(f *fakecri.Server) {
 		f.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Respond: registry})
-	}, reg, handlers.NewImagePuller(log, opts...).Handler()), provider: p, logs: logs}
+	}, reg, hs...), provider: p, logs: logs}
 	return e
 }
 
@@ -112,7 +115,7 @@ func TestCredentialInjection(t *testing.T) {
 	tests := []struct {
 		desc      string
 		creds     []credentials.Credential
-		policy    handlers.CredentialPolicy
+		policy    credentials.Policy
 		ns        string
 		auth      *runtimeapi.AuthConfig
 		sched     bool
@@ -130,19 +133,19 @@ func TestCredentialInjection(t *testing.T) {
 		{desc: "the pod's own secret wins", creds: []credentials.Credential{wrong}, ns: "team-a", auth: &runtimeapi.AuthConfig{Username: "robot", Password: goodPassword},
 			wantCode: codes.OK, wantCalls: []string{"robot:" + goodPassword}},
 		{desc: "policy allows the namespace", creds: []credentials.Credential{right}, ns: "team-a",
-			policy:   handlers.CredentialPolicy{{Registries: []string{"registry.example"}, Namespaces: []string{"team-*"}}},
+			policy:   credentials.Policy{{Registries: []string{"registry.example"}, Namespaces: []string{"team-*"}}},
 			wantCode: codes.OK, wantCalls: []string{"robot:" + goodPassword}},
 		{desc: "policy withholds from other namespaces", creds: []credentials.Credential{right}, ns: "sandbox",
-			policy:   handlers.CredentialPolicy{{Registries: []string{"registry.example"}, Namespaces: []string{"team-*"}}},
+			policy:   credentials.Policy{{Registries: []string{"registry.example"}, Namespaces: []string{"team-*"}}},
 			wantCode: codes.Unknown, wantCalls: []string{":"}},
 		{desc: "policy for other registries does not apply", creds: []credentials.Credential{right}, ns: "sandbox",
-			policy:   handlers.CredentialPolicy{{Registries: []string{"*.corp.example"}, Namespaces: []string{"team-*"}}},
+			policy:   credentials.Policy{{Registries: []string{"*.corp.example"}, Namespaces: []string{"team-*"}}},
 			wantCode: codes.OK, wantCalls: []string{"robot:" + goodPassword}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			e := newCredEnv(t, tc.creds, tc.policy, tc.sched)
-			resp, err := e.ic.PullImage(context.Background(), privatePull(tc.ns, tc.auth))
+			resp, err := e.IC.PullImage(context.Background(), privatePull(tc.ns, tc.auth))
 			if status.Code(err) != tc.wantCode {
 				t.Fatalf("got %v, want %s", err, tc.wantCode)
 			}
@@ -160,7 +163,7 @@ func TestCredentialInjection(t *testing.T) {
 					}
 				}
 			}
-			if got := upstreamAuths(t, e.fake); strings.Join(got, ",") != strings.Join(tc.wantCalls, ",") {
+			if got := upstreamAuths(t, e.Fake); strings.Join(got, ",") != strings.Join(tc.wantCalls, ",") {
 				t.Errorf("upstream pulls with %v, want %v", got, tc.wantCalls)
 			}
 			if tc.auth != nil && e.provider.lookups.Load() != 0 {
@@ -172,12 +175,12 @@ func TestCredentialInjection(t *testing.T) {
 
 func TestNonAuthErrorIsNotRetried(t *testing.T) {
 	e := newCredEnv(t, []credentials.Credential{wrong, right}, nil, false)
-	e.fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Err: status.Error(codes.NotFound, "failed to pull: registry.example/private/app:1: not found")})
-	_, err := e.ic.PullImage(context.Background(), privatePull("a", nil))
+	e.Fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Err: status.Error(codes.NotFound, "failed to pull: registry.example/private/app:1: not found")})
+	_, err := e.IC.PullImage(context.Background(), privatePull("a", nil))
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("got %v", err)
 	}
-	if n := len(upstreamAuths(t, e.fake)); n != 1 {
+	if n := len(upstreamAuths(t, e.Fake)); n != 1 {
 		t.Errorf("%d upstream attempts for a not-found image, want 1", n)
 	}
 }
@@ -186,16 +189,16 @@ func TestNonAuthErrorIsNotRetried(t *testing.T) {
 // level and looks for the passwords in logs, metrics and errors.
 func TestCredentialsNeverLeakFromInjection(t *testing.T) {
 	for _, sched := range []bool{false, true} {
-		e := newCredEnv(t, []credentials.Credential{wrong, right}, handlers.CredentialPolicy{{Registries: []string{"*"}, Namespaces: []string{"ok"}}}, sched)
-		_, err1 := e.ic.PullImage(context.Background(), privatePull("ok", nil))     // wrong, then right
-		_, err2 := e.ic.PullImage(context.Background(), privatePull("denied", nil)) // withheld by policy
+		e := newCredEnv(t, []credentials.Credential{wrong, right}, credentials.Policy{{Registries: []string{"*"}, Namespaces: []string{"ok"}}}, sched)
+		_, err1 := e.IC.PullImage(context.Background(), privatePull("ok", nil))     // wrong, then right
+		_, err2 := e.IC.PullImage(context.Background(), privatePull("denied", nil)) // withheld by policy
 		e.provider.creds = []credentials.Credential{wrong}
-		_, err3 := e.ic.PullImage(context.Background(), privatePull("ok", nil)) // fails
+		_, err3 := e.IC.PullImage(context.Background(), privatePull("ok", nil)) // fails
 		if err1 != nil || err2 == nil || err3 == nil {
 			t.Fatalf("unexpected results %v / %v / %v", err1, err2, err3)
 		}
 		rec := httptest.NewRecorder()
-		promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		promhttp.HandlerFor(e.Reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 		metrics := rec.Body.String()
 		if !strings.Contains(metrics, `crishim_image_pull_credentials_total{registry="registry.example",result="auth_failed",source="dockerconfig"}`) ||
 			!strings.Contains(metrics, `crishim_image_pull_credentials_total{registry="registry.example",result="success",source="plugin:ecr"}`) ||
@@ -241,12 +244,12 @@ func TestCredentialPolicySpellings(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
-			policy := handlers.CredentialPolicy{{Registries: tc.registries, Namespaces: []string{"team-*"}}}
+			policy := credentials.Policy{{Registries: tc.registries, Namespaces: []string{"team-*"}}}
 			e := newCredEnv(t, []credentials.Credential{right}, policy, false)
 			req := privatePull(tc.ns, nil)
 			req.Image.Image = tc.image
-			_, _ = e.ic.PullImage(context.Background(), req)
-			if got := upstreamAuths(t, e.fake); strings.Join(got, ",") != strings.Join(tc.want, ",") {
+			_, _ = e.IC.PullImage(context.Background(), req)
+			if got := upstreamAuths(t, e.Fake); strings.Join(got, ",") != strings.Join(tc.want, ",") {
 				t.Errorf("pull of %q in %q went upstream with %v, want %v", tc.image, tc.ns, got, tc.want)
 			}
 		})
@@ -259,25 +262,24 @@ func TestCredentialPolicySpellings(t *testing.T) {
 func TestRegistryLabelsBounded(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	labels := registryLabels(5)
-	cm, err := handlers.NewCredentialMetrics(reg, labels)
+	cm, err := credentials.NewMetrics(reg, labels)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pm, err := handlers.NewPullMetrics(reg, labels)
+	pm, err := pulls.NewMetrics(reg, labels)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := handlers.NewPullScheduler(handlers.PullLimits{MaxParallel: 4, MaxParallelPerRegistry: 1}, true, pm)
+	s := pulls.NewScheduler(pulls.Limits{MaxParallel: 4, MaxParallelPerRegistry: 1}, true, pm)
 	t.Cleanup(s.Close)
 	p := &staticProvider{creds: []credentials.Credential{right}}
-	puller := handlers.NewImagePuller(logrus.New(), handlers.WithCredentials(p, nil, cm), handlers.WithScheduler(s, nil))
-	e := newCrishimEnv(t, func(f *fakecri.Server) {
+	e := shimtest.Start(t, func(f *fakecri.Server) {
 		f.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Respond: registry})
-	}, reg, puller.Handler())
+	}, reg, credentials.NewInjector(p, nil, cm, logrus.New()).Handler(), pulls.NewPuller(logrus.New(), s, nil).Handler())
 	for i := 0; i < 40; i++ {
 		req := privatePull("team-a", nil)
 		req.Image.Image = fmt.Sprintf("a%d.example/private/app:1", i)
-		if _, err := e.ic.PullImage(context.Background(), req); err != nil {
+		if _, err := e.IC.PullImage(context.Background(), req); err != nil {
 			t.Fatal(err)
 		}
 	}

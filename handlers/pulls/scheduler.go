@@ -1,4 +1,4 @@
-package handlers
+package pulls
 
 import (
 	"container/list"
@@ -13,8 +13,8 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// PullLimits are the scheduler's limits; they can change while it runs.
-type PullLimits struct {
+// Limits are the scheduler's limits; they can change while it runs.
+type Limits struct {
 	// MaxParallel is how many pulls run at once node-wide (1 = serial).
 	MaxParallel int
 	// MaxParallelPerRegistry caps pulls from one registry (0: no cap).
@@ -23,15 +23,15 @@ type PullLimits struct {
 	Timeout time.Duration
 }
 
-// PullKey identifies pulls that may share one upstream call: the same image,
+// Key identifies pulls that may share one upstream call: the same image,
 // for the same runtime handler, with the same image annotations and the same
 // credentials. The credential part is a fingerprint, never the secret.
-type PullKey struct {
+type Key struct {
 	Image, Handler, Annotations, Credentials string
 }
 
-// PullResult is what a shared pull returns to each waiter.
-type PullResult struct {
+// Result is what a shared pull returns to each waiter.
+type Result struct {
 	Response proto.Message
 	Err      error
 	// Shared is set for waiters that joined another caller's pull.
@@ -40,11 +40,11 @@ type PullResult struct {
 	Wait time.Duration
 }
 
-// PullScheduler orders pulls: FIFO within a priority class, priority first,
+// Scheduler orders pulls: FIFO within a priority class, priority first,
 // within node-wide and per-registry limits, and merges identical concurrent
 // pulls into one upstream call.
-type PullScheduler struct {
-	metrics *PullMetrics
+type Scheduler struct {
+	metrics *Metrics
 	dedup   atomic.Bool
 
 	root   context.Context
@@ -54,34 +54,34 @@ type PullScheduler struct {
 	drainOnce sync.Once
 
 	mu          sync.Mutex
-	limits      PullLimits
+	limits      Limits
 	inFlight    int
 	perRegistry map[string]int
 	queues      [2]*list.List // [0] priority, [1] normal
-	flights     map[PullKey]*flight
+	flights     map[Key]*flight
 }
 
-// NewPullScheduler returns a scheduler with the given limits. Nil metrics
+// NewScheduler returns a scheduler with the given limits. Nil metrics
 // are registered nowhere.
-func NewPullScheduler(limits PullLimits, dedup bool, m *PullMetrics) *PullScheduler {
+func NewScheduler(limits Limits, dedup bool, m *Metrics) *Scheduler {
 	if m == nil {
-		m, _ = NewPullMetrics(prometheus.NewRegistry(), nil) // a fresh registry cannot refuse
+		m, _ = NewMetrics(prometheus.NewRegistry(), nil) // a fresh registry cannot refuse
 	}
 	root, cancel := context.WithCancel(context.Background())
-	s := &PullScheduler{
+	s := &Scheduler{
 		metrics: m, root: root, cancel: cancel, draining: make(chan struct{}),
 		limits: normalizeLimits(limits), perRegistry: map[string]int{},
 		queues:  [2]*list.List{list.New(), list.New()},
-		flights: map[PullKey]*flight{},
+		flights: map[Key]*flight{},
 	}
 	s.dedup.Store(dedup)
 	return s
 }
 
 // SetDedup turns de-duplication on or off for pulls that start later.
-func (s *PullScheduler) SetDedup(on bool) { s.dedup.Store(on) }
+func (s *Scheduler) SetDedup(on bool) { s.dedup.Store(on) }
 
-func normalizeLimits(l PullLimits) PullLimits {
+func normalizeLimits(l Limits) Limits {
 	if l.MaxParallel < 1 {
 		l.MaxParallel = 1
 	}
@@ -90,7 +90,7 @@ func normalizeLimits(l PullLimits) PullLimits {
 
 // SetLimits changes the limits for pulls not yet started; queued pulls stay
 // queued in order, running ones finish.
-func (s *PullScheduler) SetLimits(l PullLimits) {
+func (s *Scheduler) SetLimits(l Limits) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.limits = normalizeLimits(l)
@@ -103,19 +103,19 @@ var errDraining = status.Error(codes.Unavailable, "crishim is shutting down: the
 
 // Drain starts shutdown: pulls still queued, and new ones, fail with
 // Unavailable at once instead of holding the shutdown; running pulls finish.
-func (s *PullScheduler) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
+func (s *Scheduler) Drain() { s.drainOnce.Do(func() { close(s.draining) }) }
 
 // Close cancels every queued and running pull; callers get Canceled.
-func (s *PullScheduler) Close() { s.cancel() }
+func (s *Scheduler) Close() { s.cancel() }
 
 // flight is one upstream pull and the callers waiting for it.
 type flight struct {
-	key       PullKey
+	key       Key
 	waiters   int
 	abandoned bool
 	cancel    context.CancelFunc
 	done      chan struct{}
-	result    PullResult
+	result    Result
 }
 
 // Pull runs fn, the upstream pull, once a slot is free, or joins an
@@ -124,8 +124,8 @@ type flight struct {
 // pull is cancelled only when every caller of it has left. fnCtx is the
 // context fn runs with: the scheduler's, carrying the first caller's values
 // (request metadata) but not its cancellation.
-func (s *PullScheduler) Pull(ctx context.Context, key PullKey, registry string, priority bool,
-	fnCtx func(context.Context) context.Context, fn func(context.Context) (proto.Message, error)) PullResult {
+func (s *Scheduler) Pull(ctx context.Context, key Key, registry string, priority bool,
+	fnCtx func(context.Context) context.Context, fn func(context.Context) (proto.Message, error)) Result {
 	s.mu.Lock()
 	f, joined := s.flights[key]
 	joined = joined && !f.abandoned
@@ -160,11 +160,11 @@ func (s *PullScheduler) Pull(ctx context.Context, key PullKey, registry string, 
 			f.cancel()
 		}
 		s.mu.Unlock()
-		return PullResult{Err: status.FromContextError(ctx.Err()).Err()}
+		return Result{Err: status.FromContextError(ctx.Err()).Err()}
 	}
 }
 
-func (s *PullScheduler) run(ctx context.Context, f *flight, registry string, priority bool, fn func(context.Context) (proto.Message, error)) {
+func (s *Scheduler) run(ctx context.Context, f *flight, registry string, priority bool, fn func(context.Context) (proto.Message, error)) {
 	defer close(f.done)
 	defer func() {
 		s.mu.Lock()
@@ -216,7 +216,7 @@ type waiter struct {
 	queue    int
 }
 
-func (s *PullScheduler) acquire(ctx context.Context, registry string, priority bool) error {
+func (s *Scheduler) acquire(ctx context.Context, registry string, priority bool) error {
 	w := &waiter{registry: registry, ready: make(chan struct{}), queue: 1}
 	if priority {
 		w.queue = 0
@@ -247,13 +247,13 @@ func (s *PullScheduler) acquire(ctx context.Context, registry string, priority b
 	return err
 }
 
-func (s *PullScheduler) release(registry string) {
+func (s *Scheduler) release(registry string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.releaseLocked(registry)
 }
 
-func (s *PullScheduler) releaseLocked(registry string) {
+func (s *Scheduler) releaseLocked(registry string) {
 	s.inFlight--
 	s.perRegistry[registry]--
 	if s.perRegistry[registry] == 0 {
@@ -267,7 +267,7 @@ func (s *PullScheduler) releaseLocked(registry string) {
 // dispatchLocked grants free slots in queue order: priority first, FIFO
 // within a class. A pull held back only by its registry's limit does not
 // hold back pulls from other registries behind it.
-func (s *PullScheduler) dispatchLocked() {
+func (s *Scheduler) dispatchLocked() {
 	for q := range s.queues {
 		for e := s.queues[q].Front(); e != nil && s.inFlight < s.limits.MaxParallel; {
 			next := e.Next()
@@ -295,7 +295,7 @@ func queueName(q int) string {
 }
 
 // Stats reports the scheduler's state, for tests and debugging.
-func (s *PullScheduler) Stats() (inFlight, queued int) {
+func (s *Scheduler) Stats() (inFlight, queued int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.inFlight, s.queues[0].Len() + s.queues[1].Len()

@@ -1,4 +1,4 @@
-package handlers
+package credentials
 
 import (
 	"fmt"
@@ -8,13 +8,12 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/crishim/crishim/handlers/credentials"
 	"github.com/crishim/crishim/handlers/registry"
 )
 
-// CredentialsConfig is images.credentials: where node credentials come from
+// Config is images.credentials: where node credentials come from
 // and which namespaces may receive them.
-type CredentialsConfig struct {
+type Config struct {
 	// DockerConfig reads docker config.json / .dockercfg files.
 	DockerConfig *DockerConfigSource `json:"dockerConfig,omitempty"`
 	// Providers runs the kubelet's credential-provider exec plugins.
@@ -22,7 +21,7 @@ type CredentialsConfig struct {
 	// Policy limits which namespaces receive node credentials, per registry.
 	// The first rule whose registries match the image decides; an image no
 	// rule matches gets credentials in every namespace, as with the kubelet.
-	Policy []CredentialRule `json:"policy,omitempty"`
+	Policy []Rule `json:"policy,omitempty"`
 }
 
 // DockerConfigSource names the docker config files to read.
@@ -44,9 +43,9 @@ type ProviderSource struct {
 	BinDir string `json:"binDir"`
 }
 
-// CredentialRule says which namespaces may receive node credentials for
+// Rule says which namespaces may receive node credentials for
 // images from some registries.
-type CredentialRule struct {
+type Rule struct {
 	// Registries are registry host globs ("registry.example",
 	// "*.corp.example", "localhost:5001", "*" for all), compared with the
 	// image's canonical registry (registry.Canonical): letter case, Docker
@@ -57,15 +56,15 @@ type CredentialRule struct {
 	Namespaces []string `json:"namespaces,omitempty"`
 }
 
-// CredentialPolicy decides whether a namespace may receive node credentials
+// Policy decides whether a namespace may receive node credentials
 // for a registry.
-type CredentialPolicy []CredentialRule
+type Policy []Rule
 
 // Allows reports whether pods of namespace may pull from reg with node
 // credentials. reg is compared by its canonical identity, so every spelling
 // of one registry gets one answer. The policy's own patterns must be
 // canonical already: the puller canonicalizes a policy once, when it is set.
-func (p CredentialPolicy) Allows(reg, namespace string) bool {
+func (p Policy) Allows(reg, namespace string) bool {
 	reg = registry.Canonical(reg)
 	for _, r := range p {
 		if slices.ContainsFunc(r.Registries, func(pat string) bool { return glob(pat, reg) }) {
@@ -77,20 +76,20 @@ func (p CredentialPolicy) Allows(reg, namespace string) bool {
 
 // canonical returns the policy with every registry pattern canonicalized
 // (registry.Canonical), so that Allows compares like with like.
-func (p CredentialPolicy) canonical() CredentialPolicy {
-	out := make(CredentialPolicy, len(p))
+func (p Policy) canonical() Policy {
+	out := make(Policy, len(p))
 	for i, r := range p {
 		regs := make([]string, len(r.Registries))
 		for j, pat := range r.Registries {
 			regs[j] = registry.Canonical(pat)
 		}
-		out[i] = CredentialRule{Registries: regs, Namespaces: slices.Clone(r.Namespaces)}
+		out[i] = Rule{Registries: regs, Namespaces: slices.Clone(r.Namespaces)}
 	}
 	return out
 }
 
 // Validate returns every problem of images.credentials.
-func (c *CredentialsConfig) Validate() []string {
+func (c *Config) Validate() []string {
 	var problems []string
 	if c.DockerConfig == nil && c.Providers == nil {
 		problems = append(problems, "images.credentials: set dockerConfig, providers or both")
@@ -127,6 +126,13 @@ func (c *CredentialsConfig) Validate() []string {
 		}
 	}
 	return problems
+}
+
+// glob reports whether s matches the path.Match pattern; a bad pattern
+// matches nothing (patterns are validated at load).
+func glob(pattern, s string) bool {
+	ok, err := path.Match(pattern, s)
+	return err == nil && ok
 }
 
 // registryPatternProblem says what is wrong with a policy registry pattern,
@@ -169,10 +175,10 @@ func namespacePatternProblem(pat string) string {
 // it looks for config.json.
 const DefaultKubeletRootDir = "/var/lib/kubelet"
 
-// NewCredentialProvider builds the configured credential sources in the
+// NewProvider builds the configured credential sources in the
 // kubelet's order: docker config files first, then plugins.
-func NewCredentialProvider(c *CredentialsConfig, log logrus.FieldLogger) (credentials.Provider, error) {
-	var providers []credentials.Provider
+func NewProvider(c *Config, log logrus.FieldLogger) (Provider, error) {
+	var providers []Provider
 	if d := c.DockerConfig; d != nil {
 		paths := d.Paths
 		if len(paths) == 0 {
@@ -180,20 +186,20 @@ func NewCredentialProvider(c *CredentialsConfig, log logrus.FieldLogger) (creden
 			if root == "" {
 				root = DefaultKubeletRootDir
 			}
-			paths = credentials.DefaultDockerConfigPaths(root)
+			paths = DefaultDockerConfigPaths(root)
 		}
-		providers = append(providers, credentials.NewDockerConfig(paths, log))
+		providers = append(providers, NewDockerConfig(paths, log))
 	}
 	if p := c.Providers; p != nil {
-		cfg, err := credentials.LoadPluginConfig(p.Config)
+		cfg, err := LoadPluginConfig(p.Config)
 		if err != nil {
 			return nil, fmt.Errorf("images.credentials.providers.config: %w", err)
 		}
-		plugins, err := credentials.NewPlugins(cfg, p.BinDir, log)
+		plugins, err := NewPlugins(cfg, p.BinDir, log)
 		if err != nil {
 			return nil, fmt.Errorf("images.credentials.providers: %w", err)
 		}
 		providers = append(providers, plugins)
 	}
-	return credentials.Chain(providers...), nil
+	return Chain(providers...), nil
 }

@@ -1,29 +1,24 @@
-package handlers_test
+package routing_test
 
 import (
 	"context"
-	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/api/resource"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/crishim/crishim/handlers"
+	"github.com/crishim/crishim/handlers/routing"
 	"github.com/crishim/crishim/shim"
 	"github.com/crishim/crishim/test/fakecri"
 	"github.com/crishim/crishim/test/metricstest"
+	"github.com/crishim/crishim/test/shimtest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -34,75 +29,20 @@ func q(s string) *resource.Quantity {
 }
 
 var (
-	testHandlers = []handlers.RuntimeHandler{
+	testHandlers = []routing.RuntimeHandler{
 		{Name: "runc", Default: true},
-		{Name: "kata", Overhead: &handlers.Overhead{CPU: q("250m"), Memory: q("160Mi")}, VMSizing: &handlers.VMSizing{},
+		{Name: "kata", Overhead: &routing.Overhead{CPU: q("250m"), Memory: q("160Mi")}, VMSizing: &routing.VMSizing{},
 			Annotations: map[string]string{"io.katacontainers.config.hypervisor.enable_iommu": "false"}},
 	}
-	testRouting = handlers.Routing{Rules: []handlers.Rule{
-		{Name: "untrusted-to-kata", Match: handlers.Match{Namespaces: []string{"untrusted-*"}}, Handler: "kata"},
-		{Name: "no-ci", Match: handlers.Match{Namespaces: []string{"ci"}}, Deny: "CI pods run on the CI nodes"},
+	testRouting = routing.Routing{Rules: []routing.Rule{
+		{Name: "untrusted-to-kata", Match: routing.Match{Namespaces: []string{"untrusted-*"}}, Handler: "kata"},
+		{Name: "no-ci", Match: routing.Match{Namespaces: []string{"ci"}}, Deny: "CI pods run on the CI nodes"},
 	}}
 )
 
 type sandboxEnv struct {
-	*crishimEnv
-	inv *handlers.Inventory
-}
-
-// crishimEnv is crishim with typed handlers in front of a fake runtime.
-type crishimEnv struct {
-	fake *fakecri.Server
-	reg  *prometheus.Registry
-	srv  *shim.Server
-	rc   runtimeapi.RuntimeServiceClient
-	ic   runtimeapi.ImageServiceClient
-}
-
-// newCrishimEnv starts a fake runtime, runs script on it, then serves
-// crishim with the handlers make returns.
-func newCrishimEnv(t *testing.T, script func(f *fakecri.Server), reg *prometheus.Registry, hs ...shim.Handler) *crishimEnv {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "ch")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	fake, err := fakecri.Start(filepath.Join(dir, "up.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if script != nil {
-		script(fake)
-	}
-	e := &crishimEnv{fake: fake, reg: reg}
-	e.srv, err = shim.New(shim.Config{RuntimeEndpoint: fake.Endpoint()}, shim.WithHandlers(hs...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := shim.Listen(filepath.Join(dir, "s.sock"), 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go e.srv.Serve(l)
-	conn, err := grpc.NewClient("unix://"+filepath.Join(dir, "s.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.rc = runtimeapi.NewRuntimeServiceClient(conn)
-	e.ic = runtimeapi.NewImageServiceClient(conn)
-	t.Cleanup(func() {
-		conn.Close()
-		e.srv.Close()
-		fake.Stop()
-	})
-	return e
-}
-
-func discardLogger() *logrus.Logger {
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	return log
+	*shimtest.Env
+	inv *routing.Inventory
 }
 
 // newSandboxEnv runs crishim with the RunPodSandbox handler in front of a
@@ -110,15 +50,15 @@ func discardLogger() *logrus.Logger {
 func newSandboxEnv(t *testing.T, script func(f *fakecri.Server)) *sandboxEnv {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	m, err := handlers.NewMetrics(reg)
+	m, err := routing.NewMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := discardLogger()
-	inv := handlers.NewInventory(log, m, []string{"runc", "kata"}, time.Hour)
-	runner := handlers.NewSandboxRunner(handlers.NewRouter(testHandlers, testRouting), inv, m, log)
-	e := &sandboxEnv{crishimEnv: newCrishimEnv(t, script, reg, runner.Handler()), inv: inv}
-	if err := inv.Resync(context.Background(), runtimeapi.NewRuntimeServiceClient(e.srv.ClientConn(shim.RuntimeUpstream))); err != nil {
+	log := shimtest.DiscardLogger()
+	inv := routing.NewInventory(log, m, []string{"runc", "kata"}, time.Hour)
+	runner := routing.NewSandboxRunner(routing.NewRouter(testHandlers, testRouting), inv, m, log)
+	e := &sandboxEnv{Env: shimtest.Start(t, script, reg, runner.Handler()), inv: inv}
+	if err := inv.Resync(context.Background(), runtimeapi.NewRuntimeServiceClient(e.Srv.ClientConn(shim.RuntimeUpstream))); err != nil {
 		t.Fatal(err)
 	}
 	return e
@@ -164,25 +104,25 @@ func metric(t *testing.T, g prometheus.Gatherer, name string, labels ...string) 
 func TestRunPodSandboxRouting(t *testing.T) {
 	e := newSandboxEnv(t, func(f *fakecri.Server) {
 		f.Script(runtimeapi.RuntimeService_ListPodSandbox_FullMethodName, fakecri.Script{Response: &runtimeapi.ListPodSandboxResponse{Items: []*runtimeapi.PodSandbox{
-			{Id: "a", RuntimeHandler: "kata-as-runtime-says", Annotations: map[string]string{handlers.HandlerAnnotation: "kata"}},
+			{Id: "a", RuntimeHandler: "kata-as-runtime-says", Annotations: map[string]string{routing.HandlerAnnotation: "kata"}},
 			{Id: "b", RuntimeHandler: "runc"},
 			{Id: "c", RuntimeHandler: ""}, // CRI-O reports "" for every handler
 		}}})
 	})
-	if got := metric(t, e.reg, "crishim_sandbox_running", "handler", "kata"); got != 1 {
+	if got := metric(t, e.Reg, "crishim_sandbox_running", "handler", "kata"); got != 1 {
 		t.Errorf("running{kata} after the first resync = %v, want 1 (from crishim's annotation, not the runtime's field)", got)
 	}
-	e.fake.Script(runtimeapi.RuntimeService_RunPodSandbox_FullMethodName, fakecri.Script{Response: &runtimeapi.RunPodSandboxResponse{PodSandboxId: "new"}})
+	e.Fake.Script(runtimeapi.RuntimeService_RunPodSandbox_FullMethodName, fakecri.Script{Response: &runtimeapi.RunPodSandboxResponse{PodSandboxId: "new"}})
 
 	// A routed namespace lands on kata, with overhead and VM size.
-	resp, err := e.rc.RunPodSandbox(context.Background(), podRequest("untrusted-web", "", nil))
+	resp, err := e.RC.RunPodSandbox(context.Background(), podRequest("untrusted-web", "", nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if resp.PodSandboxId != "new" {
 		t.Errorf("response %v", resp)
 	}
-	got := forwarded(t, e.fake)
+	got := forwarded(t, e.Fake)
 	if len(got) != 1 {
 		t.Fatalf("runtime got %d RunPodSandbox", len(got))
 	}
@@ -192,10 +132,10 @@ func TestRunPodSandboxRouting(t *testing.T) {
 	}
 	ann := r.Config.Annotations
 	for k, want := range map[string]string{
-		handlers.HandlerAnnotation: "kata", handlers.RuleAnnotation: "untrusted-to-kata", "user": "kept",
+		routing.HandlerAnnotation: "kata", routing.RuleAnnotation: "untrusted-to-kata", "user": "kept",
 		"io.katacontainers.config.hypervisor.enable_iommu": "false",
-		handlers.KataVCPUsAnnotation:                       "2",    // 1.5 CPU + 250m, rounded up
-		handlers.KataMemoryAnnotation:                      "1184", // 1Gi + 160Mi
+		routing.KataVCPUsAnnotation:                        "2",    // 1.5 CPU + 250m, rounded up
+		routing.KataMemoryAnnotation:                       "1184", // 1Gi + 160Mi
 	} {
 		if ann[k] != want {
 			t.Errorf("annotation %s = %q, want %q", k, ann[k], want)
@@ -205,19 +145,19 @@ func TestRunPodSandboxRouting(t *testing.T) {
 	if o == nil || o.CpuQuota != 25000 || o.CpuShares != 256 || o.MemoryLimitInBytes != 160<<20 {
 		t.Errorf("overhead not filled from the handler: %v", o)
 	}
-	if got := metric(t, e.reg, "crishim_sandbox_running", "handler", "kata"); got != 2 {
+	if got := metric(t, e.Reg, "crishim_sandbox_running", "handler", "kata"); got != 2 {
 		t.Errorf("running{kata} after a start = %v, want 2", got)
 	}
-	if got := metric(t, e.reg, "crishim_sandbox_routing_decisions_total", "handler", "kata", "rule", "untrusted-to-kata", "result", "allowed"); got != 1 {
+	if got := metric(t, e.Reg, "crishim_sandbox_routing_decisions_total", "handler", "kata", "rule", "untrusted-to-kata", "result", "allowed"); got != 1 {
 		t.Errorf("decisions{kata,allowed} = %v", got)
 	}
 
 	// No rule, no handler asked: the default handler.
-	if _, err := e.rc.RunPodSandbox(context.Background(), podRequest("default", "", nil)); err != nil {
+	if _, err := e.RC.RunPodSandbox(context.Background(), podRequest("default", "", nil)); err != nil {
 		t.Fatal(err)
 	}
-	if r := forwarded(t, e.fake)[1]; r.RuntimeHandler != "runc" || r.Config.Annotations[handlers.RuleAnnotation] != "default" {
-		t.Errorf("default route: handler %q rule %q", r.RuntimeHandler, r.Config.Annotations[handlers.RuleAnnotation])
+	if r := forwarded(t, e.Fake)[1]; r.RuntimeHandler != "runc" || r.Config.Annotations[routing.RuleAnnotation] != "default" {
+		t.Errorf("default route: handler %q rule %q", r.RuntimeHandler, r.Config.Annotations[routing.RuleAnnotation])
 	}
 }
 
@@ -252,7 +192,7 @@ func TestRunPodSandboxRefusals(t *testing.T) {
 					f.Script(runtimeapi.RuntimeService_Status_FullMethodName, fakecri.Script{Response: st})
 				}
 			})
-			_, err := e.rc.RunPodSandbox(context.Background(), tc.req)
+			_, err := e.RC.RunPodSandbox(context.Background(), tc.req)
 			st := status.Convert(err)
 			if st.Code() != tc.code {
 				t.Fatalf("got %v, want %s", err, tc.code)
@@ -262,11 +202,11 @@ func TestRunPodSandboxRefusals(t *testing.T) {
 					t.Errorf("message %q lacks %q", st.Message(), m)
 				}
 			}
-			if n := len(forwarded(t, e.fake)); n != 0 {
+			if n := len(forwarded(t, e.Fake)); n != 0 {
 				t.Errorf("the runtime saw %d RunPodSandbox; a refused pod must never reach it", n)
 			}
 			if tc.metric != nil {
-				if got := metric(t, e.reg, tc.metric[0], tc.metric[1:]...); got != 1 {
+				if got := metric(t, e.Reg, tc.metric[0], tc.metric[1:]...); got != 1 {
 					t.Errorf("%v = %v, want 1", tc.metric, got)
 				}
 			}
@@ -277,30 +217,30 @@ func TestRunPodSandboxRefusals(t *testing.T) {
 func TestRunPodSandboxOverheadMismatchKeepsRequest(t *testing.T) {
 	e := newSandboxEnv(t, nil)
 	theirs := &runtimeapi.LinuxContainerResources{CpuShares: 512, CpuQuota: 50000, CpuPeriod: 100000, MemoryLimitInBytes: 320 << 20}
-	if _, err := e.rc.RunPodSandbox(context.Background(), podRequest("untrusted-a", "", theirs)); err != nil {
+	if _, err := e.RC.RunPodSandbox(context.Background(), podRequest("untrusted-a", "", theirs)); err != nil {
 		t.Fatal(err)
 	}
-	r := forwarded(t, e.fake)[0]
+	r := forwarded(t, e.Fake)[0]
 	if !proto.Equal(r.Config.Linux.Overhead, theirs) {
 		t.Errorf("overhead %v, want the request's %v kept", r.Config.Linux.Overhead, theirs)
 	}
-	if got := metric(t, e.reg, "crishim_sandbox_overhead_mismatches_total", "handler", "kata"); got != 1 {
+	if got := metric(t, e.Reg, "crishim_sandbox_overhead_mismatches_total", "handler", "kata"); got != 1 {
 		t.Errorf("mismatches = %v, want 1", got)
 	}
 	// VM sizing uses the overhead that is actually applied.
-	if v := r.Config.Annotations[handlers.KataVCPUsAnnotation]; v != "2" {
+	if v := r.Config.Annotations[routing.KataVCPUsAnnotation]; v != "2" {
 		t.Errorf("vcpus %q", v)
 	}
-	if m := r.Config.Annotations[handlers.KataMemoryAnnotation]; m != "1344" {
+	if m := r.Config.Annotations[routing.KataMemoryAnnotation]; m != "1344" {
 		t.Errorf("memory %q, want 1024+320", m)
 	}
 
 	// Matching overhead is no mismatch.
 	same := &runtimeapi.LinuxContainerResources{CpuShares: 256, CpuQuota: 25000, CpuPeriod: 100000, MemoryLimitInBytes: 160 << 20}
-	if _, err := e.rc.RunPodSandbox(context.Background(), podRequest("untrusted-b", "", same)); err != nil {
+	if _, err := e.RC.RunPodSandbox(context.Background(), podRequest("untrusted-b", "", same)); err != nil {
 		t.Fatal(err)
 	}
-	if got := metric(t, e.reg, "crishim_sandbox_overhead_mismatches_total", "handler", "kata"); got != 1 {
+	if got := metric(t, e.Reg, "crishim_sandbox_overhead_mismatches_total", "handler", "kata"); got != 1 {
 		t.Errorf("mismatches = %v after a matching overhead, want still 1", got)
 	}
 }
@@ -308,12 +248,12 @@ func TestRunPodSandboxOverheadMismatchKeepsRequest(t *testing.T) {
 func TestRunPodSandboxRuntimeErrorUnchanged(t *testing.T) {
 	e := newSandboxEnv(t, nil)
 	want := `failed to get sandbox runtime: no runtime for "kata" is configured`
-	e.fake.Script(runtimeapi.RuntimeService_RunPodSandbox_FullMethodName, fakecri.Script{Err: status.Error(codes.Unknown, want)})
-	_, err := e.rc.RunPodSandbox(context.Background(), podRequest("untrusted-a", "", nil))
+	e.Fake.Script(runtimeapi.RuntimeService_RunPodSandbox_FullMethodName, fakecri.Script{Err: status.Error(codes.Unknown, want)})
+	_, err := e.RC.RunPodSandbox(context.Background(), podRequest("untrusted-a", "", nil))
 	if st := status.Convert(err); st.Code() != codes.Unknown || st.Message() != want {
 		t.Errorf("got %v, want the runtime's error unchanged", err)
 	}
-	if got := metric(t, e.reg, "crishim_sandbox_started_total", "handler", "kata"); got != 0 {
+	if got := metric(t, e.Reg, "crishim_sandbox_started_total", "handler", "kata"); got != 0 {
 		t.Errorf("started = %v for a failed start", got)
 	}
 }

@@ -1,6 +1,10 @@
-package handlers
+package routing
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/crishim/crishim/shim"
+)
 
 // Metrics are the sandbox routing metrics. Label values are bounded by the
 // configuration: handler names (plus "default" for the runtime's default and
@@ -17,30 +21,28 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "crishim", Subsystem: "sandbox", Name: "routing_decisions_total",
+			Namespace: shim.MetricsNamespace, Subsystem: "sandbox", Name: "routing_decisions_total",
 			Help: "RunPodSandbox routing decisions by chosen handler, deciding rule and result (allowed, denied by a rule, rejected for an unknown handler).",
 		}, []string{"handler", "rule", "result"}),
 		started: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "crishim", Subsystem: "sandbox", Name: "started_total",
+			Namespace: shim.MetricsNamespace, Subsystem: "sandbox", Name: "started_total",
 			Help: "Sandboxes the runtime started through crishim, by runtime handler.",
 		}, []string{"handler"}),
 		mismatches: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "crishim", Subsystem: "sandbox", Name: "overhead_mismatches_total",
+			Namespace: shim.MetricsNamespace, Subsystem: "sandbox", Name: "overhead_mismatches_total",
 			Help: "RunPodSandbox requests whose overhead (from the RuntimeClass) differs from the handler's configured overhead; the request's value is kept.",
 		}, []string{"handler"}),
 		running: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "crishim", Subsystem: "sandbox", Name: "running",
+			Namespace: shim.MetricsNamespace, Subsystem: "sandbox", Name: "running",
 			Help: "Ready sandboxes by runtime handler, rebuilt from ListPodSandbox at start and on every resync.",
 		}, []string{"handler"}),
 		missing: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "crishim", Name: "runtime_handler_missing",
+			Namespace: shim.MetricsNamespace, Name: "runtime_handler_missing",
 			Help: "1 for a configured handler the runtime does not report in StatusResponse.runtime_handlers (pods routed to it are rejected).",
 		}, []string{"handler"}),
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.started, m.mismatches, m.running, m.missing} {
-		if err := reg.Register(c); err != nil {
-			return nil, err
-		}
+	if err := shim.RegisterCollectors(reg, m.decisions, m.started, m.mismatches, m.running, m.missing); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

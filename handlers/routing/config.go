@@ -1,14 +1,13 @@
-package handlers
+package routing
 
 import (
 	"fmt"
 	"path"
-	"regexp"
 	"slices"
 
 	nodev1 "k8s.io/api/node/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // PodHandlerAnnotation is the pod annotation through which a pod may ask for
@@ -110,8 +109,6 @@ func (m *Match) empty() bool {
 	return len(m.Namespaces) == 0 && len(m.Labels) == 0 && len(m.Annotations) == 0 && len(m.RequestedHandlers) == 0
 }
 
-var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-
 // Validate returns every problem of the handlers and routing configuration,
 // each naming the handler or rule.
 func Validate(hs []RuntimeHandler, r Routing) []string {
@@ -126,7 +123,7 @@ func Validate(hs []RuntimeHandler, r Routing) []string {
 		switch {
 		case h.Name == "":
 			add(fmt.Sprintf("handlers[%d]", i), "name must be set to the runtime's handler name")
-		case len(h.Name) > 63 || !dnsLabel.MatchString(h.Name):
+		case len(validation.IsDNS1123Label(h.Name)) > 0:
 			add(key, "name must be a DNS label (lowercase letters, digits and '-', at most 63), as RuntimeClass.handler is")
 		case names[h.Name]:
 			add(key, "handler defined twice")
@@ -213,9 +210,7 @@ func Validate(hs []RuntimeHandler, r Routing) []string {
 	return problems
 }
 
-var dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
-
-func validSubdomain(s string) bool { return len(s) <= 253 && dnsSubdomain.MatchString(s) }
+func validSubdomain(s string) bool { return len(validation.IsDNS1123Subdomain(s)) == 0 }
 
 func sortedKeys(m map[string]bool) []string {
 	out := make([]string, 0, len(m))
@@ -235,68 +230,4 @@ func mergeMaps(a, b map[string]string) map[string]string {
 		out["annotation "+k] = v
 	}
 	return out
-}
-
-// PullConfig is images.pulls: how PullImage calls are scheduled.
-type PullConfig struct {
-	// Mode is "serial" (one pull at a time, the kubelet's default) or
-	// "parallel".
-	Mode string `json:"mode"`
-	// MaxParallel caps parallel pulls node-wide (0: no cap).
-	MaxParallel int `json:"maxParallel,omitempty"`
-	// MaxParallelPerRegistry caps parallel pulls from one registry host
-	// (0: no cap).
-	MaxParallelPerRegistry int `json:"maxParallelPerRegistry,omitempty"`
-	// PriorityNamespaces' pulls go before all others (exact names).
-	PriorityNamespaces []string `json:"priorityNamespaces,omitempty"`
-	// Deduplicate merges identical concurrent pulls with the same
-	// credentials into one upstream call (default true).
-	Deduplicate *bool `json:"deduplicate,omitempty"`
-	// Timeout bounds one upstream pull ("" or 0: none, like the kubelet).
-	Timeout *metav1.Duration `json:"timeout,omitempty"`
-}
-
-// unlimited stands for "no cap" on parallel pulls.
-const unlimited = 1 << 30
-
-// Limits returns the scheduler limits of a validated configuration.
-func (c *PullConfig) Limits() PullLimits {
-	l := PullLimits{MaxParallel: c.MaxParallel, MaxParallelPerRegistry: c.MaxParallelPerRegistry}
-	switch {
-	case c.Mode == "serial":
-		l.MaxParallel = 1
-	case l.MaxParallel == 0:
-		l.MaxParallel = unlimited
-	}
-	if c.Timeout != nil {
-		l.Timeout = c.Timeout.Duration
-	}
-	return l
-}
-
-// Dedup reports whether identical pulls are merged.
-func (c *PullConfig) Dedup() bool { return c.Deduplicate == nil || *c.Deduplicate }
-
-// Validate returns every problem of images.pulls.
-func (c *PullConfig) Validate() []string {
-	var problems []string
-	switch c.Mode {
-	case "serial":
-		if c.MaxParallel > 1 {
-			problems = append(problems, fmt.Sprintf("images.pulls.maxParallel: %d needs mode: parallel (serial pulls one at a time)", c.MaxParallel))
-		}
-	case "parallel":
-	default:
-		problems = append(problems, fmt.Sprintf("images.pulls.mode: %q is not serial or parallel", c.Mode))
-	}
-	if c.MaxParallel < 0 {
-		problems = append(problems, "images.pulls.maxParallel: must not be negative (0: no cap)")
-	}
-	if c.MaxParallelPerRegistry < 0 {
-		problems = append(problems, "images.pulls.maxParallelPerRegistry: must not be negative (0: no cap)")
-	}
-	if c.Timeout != nil && c.Timeout.Duration < 0 {
-		problems = append(problems, "images.pulls.timeout: must not be negative")
-	}
-	return problems
 }

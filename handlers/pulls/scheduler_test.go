@@ -1,4 +1,4 @@
-package handlers
+package pulls
 
 import (
 	"context"
@@ -64,13 +64,13 @@ func (g *gate) snapshot() (started []string, cur, maxSeen int) {
 	return append([]string(nil), g.started...), g.cur, g.max
 }
 
-func newTestScheduler(t *testing.T, l PullLimits, dedup bool) *PullScheduler {
+func newTestScheduler(t *testing.T, l Limits, dedup bool) *Scheduler {
 	t.Helper()
-	m, err := NewPullMetrics(prometheus.NewRegistry(), nil)
+	m, err := NewMetrics(prometheus.NewRegistry(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewPullScheduler(l, dedup, m)
+	s := NewScheduler(l, dedup, m)
 	t.Cleanup(s.Close)
 	return s
 }
@@ -89,8 +89,8 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // pullAsync starts a pull and returns its result channel.
-func pullAsync(ctx context.Context, s *PullScheduler, key PullKey, registry string, prio bool, g *gate, name string) <-chan PullResult {
-	ch := make(chan PullResult, 1)
+func pullAsync(ctx context.Context, s *Scheduler, key Key, registry string, prio bool, g *gate, name string) <-chan Result {
+	ch := make(chan Result, 1)
 	go func() { ch <- s.Pull(ctx, key, registry, prio, same, g.fn(name)) }()
 	return ch
 }
@@ -98,22 +98,22 @@ func pullAsync(ctx context.Context, s *PullScheduler, key PullKey, registry stri
 func TestLimits(t *testing.T) {
 	tests := []struct {
 		desc       string
-		limits     PullLimits
+		limits     Limits
 		registries []string // one pull per entry
 		wantMax    int
 		wantPerReg map[string]int
 	}{
-		{"serial", PullLimits{MaxParallel: 1}, []string{"a", "a", "b", "c", "a", "b"}, 1, nil},
-		{"parallel 3", PullLimits{MaxParallel: 3}, []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}, 3, nil},
-		{"per registry 2 without head-of-line blocking", PullLimits{MaxParallel: 4, MaxParallelPerRegistry: 2}, []string{"a", "a", "a", "a", "a", "a", "b", "b"}, 4, map[string]int{"a": 2, "b": 2}},
+		{"serial", Limits{MaxParallel: 1}, []string{"a", "a", "b", "c", "a", "b"}, 1, nil},
+		{"parallel 3", Limits{MaxParallel: 3}, []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}, 3, nil},
+		{"per registry 2 without head-of-line blocking", Limits{MaxParallel: 4, MaxParallelPerRegistry: 2}, []string{"a", "a", "a", "a", "a", "a", "b", "b"}, 4, map[string]int{"a": 2, "b": 2}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			s := newTestScheduler(t, tc.limits, true)
 			g := newGate()
-			var results []<-chan PullResult
+			var results []<-chan Result
 			for i, reg := range tc.registries {
-				results = append(results, pullAsync(context.Background(), s, PullKey{Image: fmt.Sprint(i)}, reg, false, g, reg))
+				results = append(results, pullAsync(context.Background(), s, Key{Image: fmt.Sprint(i)}, reg, false, g, reg))
 			}
 			// The limit is reached when there is enough work...
 			eventually(t, fmt.Sprintf("%d pulls in flight", tc.wantMax), func() bool { _, cur, _ := g.snapshot(); return cur == tc.wantMax })
@@ -169,13 +169,13 @@ func TestQueueOrder(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
-			s := newTestScheduler(t, PullLimits{MaxParallel: 1}, true)
+			s := newTestScheduler(t, Limits{MaxParallel: 1}, true)
 			g := newGate()
-			blocker := pullAsync(context.Background(), s, PullKey{Image: "blocker"}, "r", false, g, "blocker")
+			blocker := pullAsync(context.Background(), s, Key{Image: "blocker"}, "r", false, g, "blocker")
 			eventually(t, "the blocker to run", func() bool { _, cur, _ := g.snapshot(); return cur == 1 })
-			var results []<-chan PullResult
+			var results []<-chan Result
 			for i, q := range tc.queue {
-				results = append(results, pullAsync(context.Background(), s, PullKey{Image: q.name}, "r", q.prio, g, q.name))
+				results = append(results, pullAsync(context.Background(), s, Key{Image: q.name}, "r", q.prio, g, q.name))
 				eventually(t, "the pull to queue", func() bool { _, queued := s.Stats(); return queued == i+1 })
 			}
 			for range len(tc.queue) + 1 {
@@ -205,13 +205,13 @@ func TestCancelledWaiterLeaves(t *testing.T) {
 		}, codes.DeadlineExceeded},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			s := newTestScheduler(t, PullLimits{MaxParallel: 1}, true)
+			s := newTestScheduler(t, Limits{MaxParallel: 1}, true)
 			g := newGate()
-			blocker := pullAsync(context.Background(), s, PullKey{Image: "blocker"}, "r", false, g, "blocker")
+			blocker := pullAsync(context.Background(), s, Key{Image: "blocker"}, "r", false, g, "blocker")
 			eventually(t, "the blocker to run", func() bool { _, cur, _ := g.snapshot(); return cur == 1 })
 			ctx, cancel := tc.ctx()
 			defer cancel()
-			queued := pullAsync(ctx, s, PullKey{Image: "queued"}, "r", false, g, "queued")
+			queued := pullAsync(ctx, s, Key{Image: "queued"}, "r", false, g, "queued")
 			eventually(t, "the pull to queue", func() bool { _, q := s.Stats(); return q == 1 })
 			if tc.code == codes.Canceled {
 				cancel()
@@ -222,7 +222,7 @@ func TestCancelledWaiterLeaves(t *testing.T) {
 			}
 			eventually(t, "the queue to empty", func() bool { _, q := s.Stats(); return q == 0 })
 			// Its place is free: the next pull runs right after the blocker.
-			after := pullAsync(context.Background(), s, PullKey{Image: "after"}, "r", false, g, "after")
+			after := pullAsync(context.Background(), s, Key{Image: "after"}, "r", false, g, "after")
 			g.release <- struct{}{}
 			g.release <- struct{}{}
 			<-blocker
@@ -237,10 +237,10 @@ func TestCancelledWaiterLeaves(t *testing.T) {
 }
 
 func TestDeduplication(t *testing.T) {
-	s := newTestScheduler(t, PullLimits{MaxParallel: 4}, true)
+	s := newTestScheduler(t, Limits{MaxParallel: 4}, true)
 	g := newGate()
-	key := PullKey{Image: "docker.io/library/busybox:latest", Credentials: "fp1"}
-	var results []<-chan PullResult
+	key := Key{Image: "docker.io/library/busybox:latest", Credentials: "fp1"}
+	var results []<-chan Result
 	for range 32 {
 		results = append(results, pullAsync(context.Background(), s, key, "docker.io", false, g, "busybox"))
 	}
@@ -272,11 +272,11 @@ func TestDeduplication(t *testing.T) {
 }
 
 func TestDeduplicationNeverMixesCredentials(t *testing.T) {
-	s := newTestScheduler(t, PullLimits{MaxParallel: 8}, true)
+	s := newTestScheduler(t, Limits{MaxParallel: 8}, true)
 	g := newGate()
-	var results []<-chan PullResult
+	var results []<-chan Result
 	for _, cred := range []string{"", "alice", "bob", "alice", ""} {
-		results = append(results, pullAsync(context.Background(), s, PullKey{Image: "img", Credentials: cred}, "r", false, g, cred))
+		results = append(results, pullAsync(context.Background(), s, Key{Image: "img", Credentials: cred}, "r", false, g, cred))
 	}
 	eventually(t, "three upstream pulls", func() bool { return g.calls.Load() == 3 })
 	time.Sleep(20 * time.Millisecond)
@@ -292,11 +292,11 @@ func TestDeduplicationNeverMixesCredentials(t *testing.T) {
 }
 
 func TestDedupOff(t *testing.T) {
-	s := newTestScheduler(t, PullLimits{MaxParallel: 8}, false)
+	s := newTestScheduler(t, Limits{MaxParallel: 8}, false)
 	g := newGate()
-	var results []<-chan PullResult
+	var results []<-chan Result
 	for range 5 {
-		results = append(results, pullAsync(context.Background(), s, PullKey{Image: "img"}, "r", false, g, "img"))
+		results = append(results, pullAsync(context.Background(), s, Key{Image: "img"}, "r", false, g, "img"))
 	}
 	eventually(t, "five upstream pulls", func() bool { return g.calls.Load() == 5 })
 	for range 5 {
@@ -310,13 +310,13 @@ func TestDedupOff(t *testing.T) {
 }
 
 func TestLeaderLeavesFollowersStay(t *testing.T) {
-	s := newTestScheduler(t, PullLimits{MaxParallel: 1}, true)
+	s := newTestScheduler(t, Limits{MaxParallel: 1}, true)
 	g := newGate()
-	key := PullKey{Image: "img"}
+	key := Key{Image: "img"}
 	leaderCtx, cancelLeader := context.WithCancel(context.Background())
 	leader := pullAsync(leaderCtx, s, key, "r", false, g, "img")
 	eventually(t, "the pull to start", func() bool { return g.calls.Load() == 1 })
-	followers := []<-chan PullResult{
+	followers := []<-chan Result{
 		pullAsync(context.Background(), s, key, "r", false, g, "img"),
 		pullAsync(context.Background(), s, key, "r", false, g, "img"),
 	}
@@ -342,11 +342,11 @@ func TestLeaderLeavesFollowersStay(t *testing.T) {
 }
 
 func TestAllWaitersLeaveCancelsUpstream(t *testing.T) {
-	s := newTestScheduler(t, PullLimits{MaxParallel: 1}, true)
+	s := newTestScheduler(t, Limits{MaxParallel: 1}, true)
 	g := newGate()
 	ctx, cancel := context.WithCancel(context.Background())
-	a := pullAsync(ctx, s, PullKey{Image: "img"}, "r", false, g, "img")
-	b := pullAsync(ctx, s, PullKey{Image: "img"}, "r", false, g, "img")
+	a := pullAsync(ctx, s, Key{Image: "img"}, "r", false, g, "img")
+	b := pullAsync(ctx, s, Key{Image: "img"}, "r", false, g, "img")
 	eventually(t, "the pull to start", func() bool { return g.calls.Load() == 1 })
 	cancel()
 	<-a
@@ -360,7 +360,7 @@ func TestAllWaitersLeaveCancelsUpstream(t *testing.T) {
 		t.Fatal("the upstream pull was not cancelled after every caller left")
 	}
 	// A new caller starts a fresh pull rather than joining the abandoned one.
-	c := pullAsync(context.Background(), s, PullKey{Image: "img"}, "r", false, g, "img")
+	c := pullAsync(context.Background(), s, Key{Image: "img"}, "r", false, g, "img")
 	g.release <- struct{}{}
 	if r := <-c; r.Err != nil || r.Shared {
 		t.Errorf("fresh pull after abandonment: %+v", r)
@@ -368,12 +368,12 @@ func TestAllWaitersLeaveCancelsUpstream(t *testing.T) {
 }
 
 func TestErrorFanOut(t *testing.T) {
-	s := newTestScheduler(t, PullLimits{MaxParallel: 1}, true)
+	s := newTestScheduler(t, Limits{MaxParallel: 1}, true)
 	g := newGate()
 	g.err = status.Error(codes.Unknown, "RegistryUnavailable: connection refused")
-	var results []<-chan PullResult
+	var results []<-chan Result
 	for range 5 {
-		results = append(results, pullAsync(context.Background(), s, PullKey{Image: "img"}, "r", false, g, "img"))
+		results = append(results, pullAsync(context.Background(), s, Key{Image: "img"}, "r", false, g, "img"))
 	}
 	eventually(t, "the pull", func() bool { return g.calls.Load() == 1 })
 	time.Sleep(10 * time.Millisecond)
@@ -387,14 +387,14 @@ func TestErrorFanOut(t *testing.T) {
 }
 
 func TestSetLimitsKeepsQueue(t *testing.T) {
-	s := newTestScheduler(t, PullLimits{MaxParallel: 1}, true)
+	s := newTestScheduler(t, Limits{MaxParallel: 1}, true)
 	g := newGate()
-	var results []<-chan PullResult
+	var results []<-chan Result
 	for i := range 4 {
-		results = append(results, pullAsync(context.Background(), s, PullKey{Image: fmt.Sprint(i)}, "r", false, g, fmt.Sprint(i)))
+		results = append(results, pullAsync(context.Background(), s, Key{Image: fmt.Sprint(i)}, "r", false, g, fmt.Sprint(i)))
 	}
 	eventually(t, "1 running, 3 queued", func() bool { in, q := s.Stats(); return in == 1 && q == 3 })
-	s.SetLimits(PullLimits{MaxParallel: 3})
+	s.SetLimits(Limits{MaxParallel: 3})
 	eventually(t, "3 running after raising the limit", func() bool { _, cur, _ := g.snapshot(); return cur == 3 })
 	for range 4 {
 		g.release <- struct{}{}
@@ -407,13 +407,13 @@ func TestSetLimitsKeepsQueue(t *testing.T) {
 }
 
 func TestCloseCancelsQueued(t *testing.T) {
-	s := newTestScheduler(t, PullLimits{MaxParallel: 1}, true)
+	s := newTestScheduler(t, Limits{MaxParallel: 1}, true)
 	g := newGate()
-	running := pullAsync(context.Background(), s, PullKey{Image: "a"}, "r", false, g, "a")
-	queued := pullAsync(context.Background(), s, PullKey{Image: "b"}, "r", false, g, "b")
+	running := pullAsync(context.Background(), s, Key{Image: "a"}, "r", false, g, "a")
+	queued := pullAsync(context.Background(), s, Key{Image: "b"}, "r", false, g, "b")
 	eventually(t, "one queued", func() bool { _, q := s.Stats(); return q == 1 })
 	s.Close()
-	for _, ch := range []<-chan PullResult{running, queued} {
+	for _, ch := range []<-chan Result{running, queued} {
 		if r := <-ch; status.Code(r.Err) != codes.Canceled {
 			t.Errorf("got %v, want Canceled", r.Err)
 		}
@@ -421,17 +421,17 @@ func TestCloseCancelsQueued(t *testing.T) {
 }
 
 func TestDrainFailsQueuedAndLetsRunningFinish(t *testing.T) {
-	s := newTestScheduler(t, PullLimits{MaxParallel: 1}, true)
+	s := newTestScheduler(t, Limits{MaxParallel: 1}, true)
 	g := newGate()
-	running := pullAsync(context.Background(), s, PullKey{Image: "a"}, "r", false, g, "a")
+	running := pullAsync(context.Background(), s, Key{Image: "a"}, "r", false, g, "a")
 	eventually(t, "a running", func() bool { _, cur, _ := g.snapshot(); return cur == 1 })
-	queued := pullAsync(context.Background(), s, PullKey{Image: "b"}, "r", false, g, "b")
+	queued := pullAsync(context.Background(), s, Key{Image: "b"}, "r", false, g, "b")
 	eventually(t, "b queued", func() bool { _, q := s.Stats(); return q == 1 })
 	s.Drain()
 	if r := <-queued; status.Code(r.Err) != codes.Unavailable {
 		t.Errorf("queued pull at drain: got %v, want Unavailable", r.Err)
 	}
-	if r := <-pullAsync(context.Background(), s, PullKey{Image: "c"}, "r", false, g, "c"); status.Code(r.Err) != codes.Unavailable {
+	if r := <-pullAsync(context.Background(), s, Key{Image: "c"}, "r", false, g, "c"); status.Code(r.Err) != codes.Unavailable {
 		t.Errorf("new pull while draining: got %v, want Unavailable", r.Err)
 	}
 	g.release <- struct{}{}

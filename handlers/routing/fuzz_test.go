@@ -1,4 +1,4 @@
-package handlers
+package routing
 
 import (
 	"context"
@@ -50,37 +50,6 @@ func FuzzRunPodSandbox(f *testing.F) {
 			return
 		}
 		_, _ = runner.RunPodSandbox(context.Background(), req, next)
-	})
-}
-
-// FuzzPullImage decodes arbitrary bytes as a PullImageRequest and schedules
-// it: refused or forwarded, never a panic.
-func FuzzPullImage(f *testing.F) {
-	seed, _ := proto.Marshal(&runtimeapi.PullImageRequest{
-		Image:         &runtimeapi.ImageSpec{Image: "busybox", Annotations: map[string]string{"a": "b"}},
-		Auth:          &runtimeapi.AuthConfig{Username: "u"},
-		SandboxConfig: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Namespace: "kube-system"}},
-	})
-	f.Add(seed)
-	f.Add([]byte{})
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	pm, err := NewPullMetrics(prometheus.NewRegistry(), nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	sched := NewPullScheduler(PullLimits{MaxParallel: 2, MaxParallelPerRegistry: 1}, true, pm)
-	defer sched.Close()
-	puller := NewImagePuller(log, WithScheduler(sched, []string{"kube-system"}))
-	next := func(ctx context.Context, req *runtimeapi.PullImageRequest) (*runtimeapi.PullImageResponse, error) {
-		return &runtimeapi.PullImageResponse{ImageRef: "sha256:x"}, nil
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		req := &runtimeapi.PullImageRequest{}
-		if proto.Unmarshal(b, req) != nil {
-			return
-		}
-		_, _ = puller.PullImage(context.Background(), req, next)
 	})
 }
 

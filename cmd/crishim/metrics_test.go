@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/test/fakecri"
+)
+
+// TestMetricsLintAndReference scrapes a running crishim with every feature
+// on (routing, pull scheduling, credentials), after calls that fill every
+// labelled family, and checks the page with promlint (what promtool check
+// metrics runs) and against the metrics reference in README.md: every
+// crishim_ metric crishim serves is documented, and every documented one is
+// served, so neither can drift from the other.
+func TestMetricsLintAndReference(t *testing.T) {
+	r := newRig(t)
+	dockerConfig := filepath.Join(r.dir, "config.json")
+	if err := os.WriteFile(dockerConfig, []byte(`{"auths": {"registry.example": {"auth": "dTpw"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The runtime reports runc and kata: gvisor is configured but missing.
+	r.fake.Script(runtimeapi.RuntimeService_Status_FullMethodName, fakecri.Script{Response: &runtimeapi.StatusResponse{
+		Status:          &runtimeapi.RuntimeStatus{},
+		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{Name: ""}, {Name: "runc"}, {Name: "kata"}},
+	}})
+	// Pulls take a while, so that identical ones meet.
+	r.fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Delay: 300 * time.Millisecond, Response: &runtimeapi.PullImageResponse{ImageRef: "sha256:x"}})
+	cfg := writeConfig(t, r.base()+fmt.Sprintf(`handlers:
+  - name: runc
+    default: true
+  - name: kata
+    overhead:
+      cpu: 250m
+      memory: 160Mi
+  - name: gvisor
+routing:
+  rules:
+    - name: allow-kata
+      match:
+        requestedHandlers: [kata]
+      handler: kata
+images:
+  pulls:
+    mode: parallel
+  credentials:
+    dockerConfig:
+      paths: [%s]
+    policy:
+      - registries: ["registry.example"]
+        namespaces: ["team-*"]
+`, dockerConfig))
+	srv := r.start(t, cfg, io.Discard)
+	conn, err := grpc.NewClient("unix://"+r.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	rc, ic := runtimeapi.NewRuntimeServiceClient(conn), runtimeapi.NewImageServiceClient(conn)
+	pod := &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "team-a", Uid: "u"}}
+	if _, err := rc.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod}); err != nil {
+		t.Fatalf("RunPodSandbox: %v", err)
+	}
+	// kata with an overhead other than the configured one: a mismatch
+	pod.Linux = &runtimeapi.LinuxPodSandboxConfig{Overhead: &runtimeapi.LinuxContainerResources{CpuShares: 2, MemoryLimitInBytes: 1 << 20}}
+	if _, err := rc.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: pod, RuntimeHandler: "kata"}); err != nil {
+		t.Fatalf("RunPodSandbox on kata: %v", err)
+	}
+	pod.Linux = nil
+	var wg sync.WaitGroup
+	for _, ns := range []string{"team-a", "team-a", "other"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: ns, Uid: "u"}}
+			if _, err := ic.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "registry.example/app:1"}, SandboxConfig: p}); err != nil {
+				t.Errorf("PullImage: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	srv.signal(syscall.SIGHUP) // a reload
+	// The families appear as their first series does: the inventory's
+	// first read and the reload are asynchronous.
+	want := []string{"crishim_runtime_handler_missing", "crishim_config_reloads_total", "crishim_image_pull_deduplicated_total", "crishim_sandbox_overhead_mismatches_total"}
+	var page []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		page = scrape(t, r.metricsAddr)
+		if !slices.ContainsFunc(want, func(n string) bool { return !bytes.Contains(page, []byte("\n# TYPE "+n+" ")) }) || time.Now().After(deadline) {
+			break
+		}
+	}
+
+	problems, err := promlint.New(bytes.NewReader(page)).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "crishim_") {
+			t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+		}
+	}
+
+	served := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^# TYPE (crishim_\w+) `).FindAllSubmatch(page, -1) {
+		served[string(m[1])] = true
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(crishim_\\w+)` \\|").FindAllSubmatch(readme, -1) {
+		documented[string(m[1])] = true
+	}
+	if len(served) < 20 {
+		t.Fatalf("only %d crishim_ metrics served: not every feature is on", len(served))
+	}
+	for _, name := range sortedKeys(served) {
+		if !documented[name] {
+			t.Errorf("%s is served but not in README.md's metrics reference", name)
+		}
+	}
+	for _, name := range sortedKeys(documented) {
+		if !served[name] {
+			t.Errorf("%s is in README.md's metrics reference but not served", name)
+		}
+	}
+}
+
+func scrape(t *testing.T, addr string) []byte {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	page, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return page
+}
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
