@@ -19,7 +19,7 @@ import (
 	"github.com/crishim/crishim/handlers/registry"
 	"github.com/crishim/crishim/handlers/routing"
 	"github.com/crishim/crishim/shim"
-	"github.com/crishim/crishim/shim/config"
+	"github.com/crishim/crishim/handlers/configfile"
 )
 
 // DefaultConfigPath is read when --config is not given; it may be absent.
@@ -147,7 +147,7 @@ func loadConfig(path string, optional bool) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	if err := config.CheckNotWorldWritable(path); err != nil {
+	if err := configfile.CheckNotWorldWritable(path); err != nil {
 		return nil, fmt.Errorf("config %w", err)
 	}
 	if err := parseConfig(data, cfg); err != nil {
@@ -158,8 +158,8 @@ func loadConfig(path string, optional bool) (*Config, error) {
 
 // parseConfig decodes data over cfg, strictly.
 func parseConfig(data []byte, cfg *Config) error {
-	if problems := config.Check(data, cfg); len(problems) > 0 {
-		return errors.New("\n  " + strings.Join(config.Strings(problems), "\n  "))
+	if problems := configfile.Check(data, cfg); len(problems) > 0 {
+		return errors.New("\n  " + strings.Join(configfile.Strings(problems), "\n  "))
 	}
 	// Check found every problem the strict decoder could meet; this error
 	// is a backstop.

@@ -2,18 +2,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/crishim/crishim/handlers/configfile"
 	"github.com/crishim/crishim/shim"
 )
 
@@ -33,8 +31,8 @@ type reloader struct {
 	lastOK     prometheus.Gauge
 	lastOKTime prometheus.Gauge
 
-	seen     []fileStamp   // of watched()
-	requests chan struct{} // reload requests; requests during a reload make one more
+	seen     []configfile.Stamp // of watched()
+	requests chan struct{}      // reload requests; requests during a reload make one more
 }
 
 // watched lists the files whose change triggers a reload: the config file
@@ -48,10 +46,10 @@ func (r *reloader) watched() []string {
 	return paths
 }
 
-func (r *reloader) stamps() []fileStamp {
-	var out []fileStamp
+func (r *reloader) stamps() []configfile.Stamp {
+	var out []configfile.Stamp
 	for _, p := range r.watched() {
-		out = append(out, stamp(p))
+		out = append(out, configfile.StampOf(p))
 	}
 	return out
 }
@@ -147,24 +145,4 @@ func (r *reloader) apply() error {
 	swap()
 	r.log.WithField("config", r.path).Info("configuration reloaded")
 	return nil
-}
-
-// fileStamp identifies a version of a file cheaply.
-type fileStamp struct {
-	ok    bool
-	size  int64
-	mtime time.Time
-	inode uint64
-}
-
-func stamp(path string) fileStamp {
-	fi, err := os.Stat(path)
-	if errors.Is(err, os.ErrNotExist) || err != nil {
-		return fileStamp{}
-	}
-	s := fileStamp{ok: true, size: fi.Size(), mtime: fi.ModTime()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		s.inode = st.Ino
-	}
-	return s
 }

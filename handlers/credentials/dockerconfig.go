@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,7 +18,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/crishim/crishim/shim/config"
+	"github.com/crishim/crishim/handlers/configfile"
 )
 
 // dockerConfigRecheck is how often Lookup checks the files for changes.
@@ -35,7 +36,7 @@ type DockerConfig struct {
 	mu        sync.Mutex
 	loaded    bool
 	checkedAt time.Time
-	seen      []fs.FileInfo // per path, nil when absent
+	seen      []configfile.Stamp // per path
 	ring      *keyring
 	from      string // the file the keyring came from, "" for none
 }
@@ -123,34 +124,17 @@ func (d *DockerConfig) current() *keyring {
 		return d.ring
 	}
 	d.checkedAt = now
-	seen := make([]fs.FileInfo, len(d.paths))
+	seen := make([]configfile.Stamp, len(d.paths))
 	for i, p := range d.paths {
-		if fi, err := os.Stat(p); err == nil {
-			seen[i] = fi
-		}
+		seen[i] = configfile.StampOf(p)
 	}
-	if d.loaded && sameFiles(d.seen, seen) {
+	if d.loaded && slices.Equal(d.seen, seen) {
 		return d.ring
 	}
 	d.seen = seen
 	d.loaded = true
 	d.ring, d.from = d.read()
 	return d.ring
-}
-
-// sameFiles reports whether no file appeared, vanished, was replaced or
-// changed size or modification time.
-func sameFiles(a, b []fs.FileInfo) bool {
-	for i := range a {
-		switch {
-		case a[i] == nil && b[i] == nil:
-		case a[i] == nil || b[i] == nil:
-			return false
-		case !os.SameFile(a[i], b[i]), a[i].Size() != b[i].Size(), !a[i].ModTime().Equal(b[i].ModTime()):
-			return false
-		}
-	}
-	return true
 }
 
 // read builds the keyring from the first valid file, as the kubelet's
@@ -168,7 +152,7 @@ func (d *DockerConfig) read() (*keyring, string) {
 			d.log.WithField("file", p).Warnf("cannot read docker config file, trying the next one: %v", err)
 			continue
 		}
-		if err := config.CheckNotWorldWritable(p); err != nil {
+		if err := configfile.CheckNotWorldWritable(p); err != nil {
 			d.log.WithField("file", p).Errorf("refusing docker config file, trying the next one: %v", err)
 			continue
 		}

@@ -13,7 +13,7 @@ import (
 	credentialproviderv1 "k8s.io/kubelet/pkg/apis/credentialprovider/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/crishim/crishim/shim/config"
+	"github.com/crishim/crishim/handlers/configfile"
 )
 
 // pluginAPIVersion is the only exec plugin protocol version crishim speaks.
@@ -41,7 +41,7 @@ func LoadPluginConfig(path string) (*kubeletconfigv1.CredentialProviderConfig, e
 	if err != nil {
 		return nil, fmt.Errorf("credential provider config %s: %w", path, err)
 	}
-	if err := config.CheckNotWorldWritable(path); err != nil {
+	if err := configfile.CheckNotWorldWritable(path); err != nil {
 		return nil, fmt.Errorf("credential provider config %w", err)
 	}
 	cfg, problems := decodePluginConfig(data)
@@ -60,7 +60,7 @@ func decodePluginConfig(data []byte) (*kubeletconfigv1.CredentialProviderConfig,
 	j, err := yaml.YAMLToJSON(data)
 	if err != nil {
 		// by line only: the parser's message can quote an env value
-		return nil, []string{config.YAMLErrorLine(err)}
+		return nil, []string{configfile.YAMLErrorLine(err)}
 	}
 	var doc any
 	if err := json.Unmarshal(j, &doc); err != nil {
@@ -74,7 +74,7 @@ func decodePluginConfig(data []byte) (*kubeletconfigv1.CredentialProviderConfig,
 	names := providerNames(top)
 	var cfg kubeletconfigv1.CredentialProviderConfig
 	decodable := true
-	for _, p := range config.Check(data, &cfg, config.Redact(secretPath)) {
+	for _, p := range configfile.Check(data, &cfg, configfile.Redact(secretPath)) {
 		problems = append(problems, describePath(p.Path, names)+": "+p.Msg)
 		// Unknown keys do not stop the decoding, so the rest of the file
 		// is validated too; a value of the wrong type does.

@@ -17,7 +17,7 @@ import (
 	credentialproviderv1 "k8s.io/kubelet/pkg/apis/credentialprovider/v1"
 
 	"github.com/crishim/crishim/handlers/registry"
-	"github.com/crishim/crishim/shim/config"
+	"github.com/crishim/crishim/handlers/configfile"
 )
 
 // Plugins runs kubelet credential-provider exec plugins.
@@ -48,7 +48,7 @@ func NewPlugins(cfg *kubeletconfigv1.CredentialProviderConfig, binDir string, lo
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("credential provider plugin directory %s: not a directory", binDir)
 	}
-	if err := config.CheckNotWorldWritable(binDir); err != nil {
+	if err := configfile.CheckNotWorldWritable(binDir); err != nil {
 		return nil, fmt.Errorf("credential provider plugin directory %w", err)
 	}
 	p := &Plugins{log: log.WithField("component", "credentials.plugins")}

@@ -1,8 +1,11 @@
-// Package config checks crishim's YAML files strictly before they are
-// decoded: every unknown key and every value of the wrong type is reported by
+// Package configfile is how crishim reads the files it is configured by: its
+// own YAML and the kubelet's credential-provider config and docker config
+// files. Check reports every unknown key and every value of the wrong type by
 // its dotted path ("listen.mode", "providers[1].matchImages[0]"), all at once,
-// so an operator fixes a file in one go instead of one error per restart.
-package config
+// so an operator fixes a file in one go instead of one error per restart;
+// CheckNotWorldWritable refuses files any local user could rewrite; StampOf
+// tells whether a file changed, for reloads.
+package configfile
 
 import (
 	"encoding"
