@@ -45,7 +45,7 @@ bench: build ## crishim vs direct vs a floor forwarder (fake upstream; the bed w
 # "context deadline exceeded" when the time runs out on a busy machine.
 FUZZTIME ?= 20000x
 # package:target pairs; every fuzz target of the project
-FUZZ_TARGETS := ./shim:FuzzFindString ./cmd/crishim:FuzzConfig ./handlers/registry:FuzzCanonical ./handlers/routing:FuzzDecide \
+FUZZ_TARGETS := ./shim:FuzzFindString ./cmd/crishim/daemon:FuzzConfig ./handlers/registry:FuzzCanonical ./handlers/routing:FuzzDecide \
 	./handlers/routing:FuzzRunPodSandbox ./handlers/pulls:FuzzPullImage ./handlers/credentials:FuzzMatchImage
 
 fuzz: ## short fuzz runs of every fuzz target (FUZZTIME each): config, routing, requests, image refs, key matching, wire scanning

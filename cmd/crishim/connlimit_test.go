@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/cmd/crishim/daemon"
 )
 
 // metric returns the value of the unlabelled metric name on the
@@ -111,8 +113,8 @@ func TestConnectionStorm(t *testing.T) {
 		}
 	}
 	limit, ok := metric(t, r.metricsAddr, "crishim_server_connections_limit")
-	if !ok || limit != defaultMaxConnections {
-		t.Fatalf("crishim_server_connections_limit = %v (exported: %v), want the default %d", limit, ok, defaultMaxConnections)
+	if def := daemon.DefaultConfig().Listen.MaxConnections; !ok || limit != float64(def) {
+		t.Fatalf("crishim_server_connections_limit = %v (exported: %v), want the default %d", limit, ok, def)
 	}
 	open := func() float64 {
 		t.Helper()

@@ -3,26 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/shim"
 	"github.com/crishim/crishim/test/fakecri"
@@ -58,7 +49,8 @@ func freePort(t *testing.T) string {
 }
 
 // rig is a fake runtime, with a socket path and a metrics address chosen
-// for a crishim that a test runs the way main does.
+// for the crishim binary that a test runs. The daemon package's tests have
+// their own, which also runs daemon.Run in process.
 type rig struct {
 	dir, sock, metricsAddr string
 	fake                   *fakecri.Server
@@ -82,60 +74,6 @@ func newRig(t *testing.T) *rig {
 // base is the configuration every test starts from.
 func (r *rig) base() string {
 	return fmt.Sprintf("listen:\n  path: %s\nruntimeEndpoint: %s\nmetrics:\n  address: %s\n", r.sock, r.fake.Endpoint(), r.metricsAddr)
-}
-
-// serving is a crishim run by run(), as main does.
-type serving struct {
-	rc       runtimeapi.RuntimeServiceClient
-	sigs     chan os.Signal // what main subscribes to the process's signals
-	stopOnce sync.Once
-	finished chan struct{}
-	err      error // what run returned, once finished is closed
-}
-
-// start runs crishim with the config file until stop or the end of the
-// test, and returns once it answers calls.
-func (r *rig) start(t *testing.T, config string, logs io.Writer) *serving {
-	t.Helper()
-	ctx := context.Background()
-	s := &serving{sigs: make(chan os.Signal, 8), finished: make(chan struct{})}
-	go func() {
-		s.err = run(ctx, []string{"--config", config}, io.Discard, logs, s.sigs)
-		close(s.finished)
-	}()
-	t.Cleanup(func() {
-		if err := s.stop(); err != nil {
-			t.Errorf("run: %v", err)
-		}
-	})
-	conn, err := grpc.NewClient("unix://"+r.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	s.rc = runtimeapi.NewRuntimeServiceClient(conn)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := s.rc.Version(ctx, &runtimeapi.VersionRequest{})
-		if err == nil {
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("crishim never answered: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// signal delivers sig as main would.
-func (s *serving) signal(sig os.Signal) { s.sigs <- sig }
-
-// stop shuts crishim down with SIGTERM, once, and returns what run
-// returned.
-func (s *serving) stop() error {
-	s.stopOnce.Do(func() { s.signal(syscall.SIGTERM) })
-	<-s.finished
-	return s.err
 }
 
 // callLoop calls from 4 goroutines, as a busy kubelet would, until stop.
@@ -173,79 +111,6 @@ func startCallLoop(t *testing.T, call func() error) *callLoop {
 func (l *callLoop) stop() {
 	close(l.stopc)
 	l.wg.Wait()
-}
-
-// TestServeLifecycle runs crishim as main does, in front of a fake runtime:
-// it serves, reports ready, refuses a second instance on its socket, and on
-// the shutdown signal lets an in-flight call finish, ends an open events
-// stream with Unavailable, removes its socket and returns without error.
-func TestServeLifecycle(t *testing.T) {
-	r := newRig(t)
-	fake, sock, metricsAddr := r.fake, r.sock, r.metricsAddr
-	cfg := writeConfig(t, strings.Replace(r.base(), "metrics:\n", "metrics:\n  pprof: true\n", 1)+"shutdownGracePeriod: 20s\nlog:\n  format: json\n")
-	logs := &lockedBuffer{}
-	srv := r.start(t, cfg, logs)
-	rc := srv.rc
-	if !strings.Contains(logs.String(), `"msg":"crishim serving"`) || !strings.Contains(logs.String(), sock) || !strings.Contains(logs.String(), fake.Endpoint()) {
-		t.Errorf("startup line lacks listen/upstream: %s", logs)
-	}
-	resp, err := http.Get("http://" + metricsAddr + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Errorf("/readyz = %d", resp.StatusCode)
-	}
-
-	if resp, err := http.Get("http://" + metricsAddr + "/debug/pprof/cmdline"); err != nil || resp.StatusCode != 200 {
-		t.Errorf("/debug/pprof/cmdline with pprof: true: %v %v", resp, err)
-	} else {
-		resp.Body.Close()
-	}
-
-	// A second crishim on the same socket refuses to start.
-	err = run(context.Background(), []string{"--config", cfg, "--metrics-address", ""}, io.Discard, io.Discard, nil)
-	if !errors.Is(err, shim.ErrSocketInUse) {
-		t.Errorf("second instance: got %v, want ErrSocketInUse", err)
-	}
-
-	// An in-flight call and an open events stream when shutdown starts.
-	fake.Script(runtimeapi.RuntimeService_StopContainer_FullMethodName, fakecri.Script{Delay: 700 * time.Millisecond})
-	fake.Script(runtimeapi.RuntimeService_GetContainerEvents_FullMethodName, fakecri.Script{Hold: true})
-	events, err := rc.GetContainerEvents(context.Background(), &runtimeapi.GetEventsRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopErr := make(chan error, 1)
-	go func() {
-		_, err := rc.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: "c1"})
-		stopErr <- err
-	}()
-	for len(fake.Calls(runtimeapi.RuntimeService_StopContainer_FullMethodName)) == 0 || len(fake.Calls(runtimeapi.RuntimeService_GetContainerEvents_FullMethodName)) == 0 {
-		time.Sleep(10 * time.Millisecond)
-	}
-	start := time.Now()
-	stopErr2 := make(chan error, 1)
-	go func() { stopErr2 <- srv.stop() }()
-	if _, err := events.Recv(); status.Code(err) != codes.Unavailable {
-		t.Errorf("events stream at shutdown: got %v, want Unavailable", err)
-	}
-	if err := <-stopErr; err != nil {
-		t.Errorf("in-flight StopContainer during shutdown: %v", err)
-	}
-	if err := <-stopErr2; err != nil {
-		t.Errorf("run returned %v, want nil (exit 0)", err)
-	}
-	if took := time.Since(start); took > 10*time.Second {
-		t.Errorf("shutdown took %v: the events stream held it", took)
-	}
-	if _, err := os.Stat(sock); !os.IsNotExist(err) {
-		t.Errorf("socket left behind: %v", err)
-	}
-	if !strings.Contains(logs.String(), "crishim stopped") {
-		t.Errorf("no stop line: %s", logs)
-	}
 }
 
 func TestServeRejectsBadConfigBeforeListening(t *testing.T) {

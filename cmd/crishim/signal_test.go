@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -125,7 +124,8 @@ func (p *process) wait() error {
 	}
 }
 
-// Log texts the signal tests synchronize on.
+// Log texts the signal tests synchronize on (logged by daemon.Run; the
+// daemon package's TestSignalsInProcess uses the same).
 const (
 	logShuttingDown = "shutting down: no new calls"
 	logIgnored      = "no reload while shutting down"
@@ -219,62 +219,5 @@ func TestSignalsWhileDraining(t *testing.T) {
 				t.Errorf("log says a second signal cut the grace period: %v, want %v:\n%s", !cut, cut, logs)
 			}
 		})
-	}
-}
-
-// TestSignalsInProcess drives serve's signal handling through the channel
-// main subscribes, without signalling the test process: SIGHUP reloads
-// while serving and is ignored while draining, and a second SIGTERM cuts
-// the drain short.
-func TestSignalsInProcess(t *testing.T) {
-	old := watchInterval
-	watchInterval = time.Hour // reloads come from SIGHUP only
-	defer func() { watchInterval = old }()
-	r := newRig(t)
-	path := filepath.Join(r.dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(r.base()+"shutdownGracePeriod: 1h\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logs := &lockedBuffer{}
-	srv := r.start(t, path, logs)
-	waitLog := func(text string, n int) {
-		t.Helper()
-		deadline := time.Now().Add(safetyTimeout)
-		for strings.Count(logs.String(), text) < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("no %d log lines with %q:\n%s", n, text, logs)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	srv.signal(syscall.SIGHUP)
-	waitLog("configuration reloaded", 1)
-
-	method := runtimeapi.RuntimeService_StopContainer_FullMethodName
-	r.fake.Script(method, fakecri.Script{Delay: time.Hour})
-	callErr := make(chan error, 1)
-	go func() {
-		_, err := srv.rc.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: "c"})
-		callErr <- err
-	}()
-	for len(r.fake.Calls(method)) == 0 {
-		time.Sleep(10 * time.Millisecond)
-	}
-	srv.signal(syscall.SIGTERM)
-	waitLog(logShuttingDown, 1)
-	srv.signal(syscall.SIGHUP)
-	waitLog(logIgnored, 1)
-	srv.signal(syscall.SIGTERM)
-	if err := srv.stop(); err != nil {
-		t.Errorf("run returned %v, want nil (exit 0)", err)
-	}
-	if err := <-callErr; status.Code(err) != codes.Unavailable {
-		t.Errorf("call in flight when the grace period was cut: %v, want Unavailable", err)
-	}
-	if n := strings.Count(logs.String(), "configuration reloaded"); n != 1 {
-		t.Errorf("%d reloads, want 1 (the SIGHUP while serving only)", n)
-	}
-	if !strings.Contains(logs.String(), logSecondSignal) {
-		t.Errorf("no log of the second signal:\n%s", logs)
 	}
 }

@@ -74,9 +74,24 @@ func (p Policy) Allows(reg, namespace string) bool {
 	return true
 }
 
-// canonical returns the policy with every registry pattern canonicalized
-// (registry.Canonical), so that Allows compares like with like.
-func (p Policy) canonical() Policy {
+// Restricts reports whether a rule of the policy decides for reg, that is
+// whether node credentials for reg go only to the namespaces a rule names
+// (no rule: every namespace gets them, as with the kubelet). Like Allows, it
+// expects a canonical policy.
+func (p Policy) Restricts(reg string) bool {
+	reg = registry.Canonical(reg)
+	for _, r := range p {
+		if slices.ContainsFunc(r.Registries, func(pat string) bool { return glob(pat, reg) }) {
+			return true
+		}
+	}
+	return false
+}
+
+// Canonical returns the policy with every registry pattern canonicalized
+// (registry.Canonical), so that Allows and Restricts compare like with
+// like; features that keep a policy canonicalize it once, when it is set.
+func (p Policy) Canonical() Policy {
 	out := make(Policy, len(p))
 	for i, r := range p {
 		regs := make([]string, len(r.Registries))

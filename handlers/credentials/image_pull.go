@@ -52,7 +52,7 @@ func (i *Injector) Set(provider Provider, policy Policy) {
 		i.state.Store(nil)
 		return
 	}
-	i.state.Store(&injectorState{provider: provider, policy: policy.canonical()})
+	i.state.Store(&injectorState{provider: provider, policy: policy.Canonical()})
 }
 
 // Handler returns the typed handler to register with the shim.

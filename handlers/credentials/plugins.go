@@ -16,8 +16,8 @@ import (
 	kubeletconfigv1 "k8s.io/kubelet/config/v1"
 	credentialproviderv1 "k8s.io/kubelet/pkg/apis/credentialprovider/v1"
 
-	"github.com/crishim/crishim/handlers/registry"
 	"github.com/crishim/crishim/handlers/configfile"
+	"github.com/crishim/crishim/handlers/registry"
 )
 
 // Plugins runs kubelet credential-provider exec plugins.

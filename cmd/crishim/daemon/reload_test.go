@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -123,7 +123,7 @@ func pod(ns string) *runtimeapi.RunPodSandboxRequest {
 // rest applies, the log says which setting waits for a restart.
 func TestReloadReportsRestartOnly(t *testing.T) {
 	cfg := &Config{}
-	*cfg = *defaultConfig()
+	*cfg = *DefaultConfig()
 	n := &node{}
 	n.cfg.Store(cfg)
 	next := *cfg
@@ -241,8 +241,8 @@ func TestRestartOnlyListenSettings(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.key, func(t *testing.T) {
 			n := &node{}
-			n.cfg.Store(defaultConfig())
-			next := defaultConfig()
+			n.cfg.Store(DefaultConfig())
+			next := DefaultConfig()
 			tc.change(next)
 			if keys := n.restartOnly(next); len(keys) != 1 || keys[0] != tc.key {
 				t.Errorf("restart-only settings %v, want [%s]", keys, tc.key)

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -14,15 +14,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/crishim/crishim/handlers/configfile"
 	"github.com/crishim/crishim/handlers/credentials"
 	"github.com/crishim/crishim/handlers/pulls"
 	"github.com/crishim/crishim/handlers/registry"
 	"github.com/crishim/crishim/handlers/routing"
 	"github.com/crishim/crishim/shim"
-	"github.com/crishim/crishim/handlers/configfile"
 )
 
-// DefaultConfigPath is read when --config is not given; it may be absent.
+// DefaultConfigPath is the configuration file crishim reads when none is
+// named (no --config); it may be absent.
 const DefaultConfigPath = "/etc/crishim/config.yaml"
 
 // Config is crishim's configuration file (configs/crishim.yaml documents
@@ -119,8 +120,9 @@ const maxRegistryLabelsLimit = 10000
 // would break calls that work without crishim.
 const minMessageSize = shim.DefaultMaxMessageSize
 
-// defaultConfig returns the configuration used for keys a file leaves out.
-func defaultConfig() *Config {
+// DefaultConfig returns the configuration used for keys a file leaves out:
+// what LoadConfig starts from.
+func DefaultConfig() *Config {
 	addr := "127.0.0.1:9810"
 	return &Config{
 		Listen: ListenConfig{
@@ -135,11 +137,12 @@ func defaultConfig() *Config {
 	}
 }
 
-// loadConfig reads path over the defaults. Unknown keys and wrong types are
-// errors naming the file and the key. A missing file is an error unless
-// optional is set (the default path may be absent).
-func loadConfig(path string, optional bool) (*Config, error) {
-	cfg := defaultConfig()
+// LoadConfig reads path over the defaults (DefaultConfig). Unknown keys and
+// wrong types are errors naming the file and the key; a world-writable file
+// is refused. A missing file is an error unless optional is set (the default
+// path may be absent). It does not validate the result: see Validate.
+func LoadConfig(path string, optional bool) (*Config, error) {
+	cfg := DefaultConfig()
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) && optional {
 		return cfg, nil
@@ -169,8 +172,9 @@ func parseConfig(data []byte, cfg *Config) error {
 	return nil
 }
 
-// validate returns every problem of cfg, each naming its key.
-func (c *Config) validate() []string {
+// Validate returns every problem of c, each naming its key; none means c is
+// valid, as Check and Run require. InvalidConfig makes an error of them.
+func (c *Config) Validate() []string {
 	var problems []string
 	add := func(key, format string, args ...any) {
 		problems = append(problems, key+": "+fmt.Sprintf(format, args...))
@@ -241,6 +245,12 @@ func (c *Config) validate() []string {
 		problems = append(problems, c.Images.Credentials.Validate()...)
 	}
 	return problems
+}
+
+// InvalidConfig is the error for the problems Validate found in the
+// configuration read from path, with any flags given over it.
+func InvalidConfig(path string, problems []string) error {
+	return fmt.Errorf("invalid configuration (file %s and flags):\n  %s", path, strings.Join(problems, "\n  "))
 }
 
 func (c *Config) socketMode() (os.FileMode, error) {

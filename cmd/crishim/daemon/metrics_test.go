@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -123,7 +123,7 @@ images:
 	for _, m := range regexp.MustCompile(`(?m)^# TYPE (crishim_\w+) `).FindAllSubmatch(page, -1) {
 		served[string(m[1])] = true
 	}
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}

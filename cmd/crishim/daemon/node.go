@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"sync/atomic"
@@ -17,7 +17,7 @@ import (
 	"github.com/crishim/crishim/shim"
 )
 
-// node is a running crishim's configurable parts: what serve builds from the
+// node is a running crishim's configurable parts: what Run builds from the
 // configuration and what a reload changes in place.
 type node struct {
 	log   *logrus.Logger

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"os"
@@ -8,7 +8,7 @@ import (
 // FuzzConfig feeds arbitrary files to the config parser and validator: they
 // may reject anything, never panic.
 func FuzzConfig(f *testing.F) {
-	for _, p := range []string{"../../configs/crishim.yaml", "../../configs/crishim-kata.yaml"} {
+	for _, p := range []string{"../../../configs/crishim.yaml", "../../../configs/crishim-kata.yaml"} {
 		if b, err := os.ReadFile(p); err == nil {
 			f.Add(b)
 		}
@@ -17,10 +17,10 @@ func FuzzConfig(f *testing.F) {
 	f.Add([]byte("images:\n  pulls: {mode: parallel, maxParallel: 3}\n  credentials:\n    policy: [{registries: ['*'], namespaces: []}]\n"))
 	f.Add([]byte("listen: [\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		cfg := defaultConfig()
+		cfg := DefaultConfig()
 		if err := parseConfig(data, cfg); err != nil {
 			return
 		}
-		_ = cfg.validate()
+		_ = cfg.Validate()
 	})
 }

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/daemon"
+	systemd "github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
@@ -18,7 +18,7 @@ import (
 // watchInterval is how often the config file is checked for changes.
 var watchInterval = time.Second
 
-// reloader reloads the configuration on request (serve's SIGHUP) and when
+// reloader reloads the configuration on request (Run's SIGHUP) and when
 // the file changes: the new file is read and validated whole, then swapped
 // in; calls in flight finish under the configuration they started with. An
 // invalid file changes nothing.
@@ -111,8 +111,8 @@ func (r *reloader) run(ctx context.Context) {
 // apply without a restart.
 func (r *reloader) reload() {
 	defer func() { r.seen = r.stamps() }() // of the files the new config names
-	_, _ = daemon.SdNotify(false, daemon.SdNotifyReloading)
-	defer daemon.SdNotify(false, daemon.SdNotifyReady)
+	_, _ = systemd.SdNotify(false, systemd.SdNotifyReloading)
+	defer systemd.SdNotify(false, systemd.SdNotifyReady)
 	err := r.apply()
 	if err != nil {
 		r.reloads.WithLabelValues("failure").Inc()
@@ -126,12 +126,12 @@ func (r *reloader) reload() {
 }
 
 func (r *reloader) apply() error {
-	next, err := loadConfig(r.path, false)
+	next, err := LoadConfig(r.path, false)
 	if err != nil {
 		return err
 	}
-	if problems := next.validate(); len(problems) > 0 {
-		return invalidConfig(r.path, problems)
+	if problems := next.Validate(); len(problems) > 0 {
+		return InvalidConfig(r.path, problems)
 	}
 	// Keep what can only change with a restart as it runs, and say so.
 	if keys := r.node.restartOnly(next); len(keys) > 0 {
