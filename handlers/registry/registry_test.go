@@ -181,8 +181,13 @@ func FuzzCanonical(f *testing.F) {
 		if cv := Canonical(variant); cv != c {
 			t.Fatalf("Canonical(%q) = %q but Canonical(%q) = %q", host, c, variant, cv)
 		}
-		// The same through image references on that host (a host the
-		// grammar accepts as one: with a dot or port, or localhost).
+		// The same through image references on that host: host+".example"
+		// has a dot, so it is the reference's registry in every spelling,
+		// unless it holds a '/' (then case decides what the first segment
+		// is, and the spellings are different references, not spellings).
+		if strings.ContainsAny(host, "/@") {
+			return
+		}
 		a, b := Parse(host+".example/x/app:1"), Parse(variant+".example/x/app:1")
 		if port443 {
 			b = Parse(strings.TrimSuffix(variant, ":443") + ".example:443/x/app:1")
