@@ -15,6 +15,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/test/daemontest"
 )
 
 // buildCrishim builds this command into dir.
@@ -50,7 +52,7 @@ func TestSocketActivationRestartRefusesNothing(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	r := newRig(t)
-	dir, fake := r.dir, r.fake
+	dir, fake := r.Dir, r.Fake
 	bin := buildCrishim(t, dir)
 	sock := filepath.Join(dir, "crishim.sock")
 	l, err := net.Listen("unix", sock)
@@ -65,7 +67,7 @@ func TestSocketActivationRestartRefusesNothing(t *testing.T) {
 	defer lf.Close()
 	// listen.path differs from the activated socket on purpose: crishim must
 	// serve the socket it was given and never touch listen.path.
-	cfg := writeConfig(t, fmt.Sprintf("listen:\n  path: %s/unused.sock\nruntimeEndpoint: %s\nmetrics:\n  address: \"\"\n", dir, fake.Endpoint()))
+	cfg := daemontest.WriteConfig(t, fmt.Sprintf("listen:\n  path: %s/unused.sock\nruntimeEndpoint: %s\nmetrics:\n  address: \"\"\n", dir, fake.Endpoint()))
 	logf, err := os.Create(filepath.Join(dir, "crishim.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -87,13 +89,13 @@ func TestSocketActivationRestartRefusesNothing(t *testing.T) {
 	}
 	defer conn.Close()
 	rc := runtimeapi.NewRuntimeServiceClient(conn)
-	loop := startCallLoop(t, func() error {
+	loop := daemontest.StartCallLoop(t, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_, err := rc.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
 		return err
 	})
-	ok, failed := &loop.ok, &loop.failed
+	ok, failed := &loop.OK, &loop.Failed
 	waitUntil := func(n int64) {
 		deadline := time.Now().Add(10 * time.Second)
 		for ok.Load() < n {
@@ -114,7 +116,7 @@ func TestSocketActivationRestartRefusesNothing(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // calls wait in the backlog meanwhile
 	second := startActivated(t, bin, cfg, lf, logf)
 	waitUntil(beforeRestart + 200)
-	loop.stop()
+	loop.Stop()
 	_ = second.Process.Signal(syscall.SIGTERM)
 	if err := second.Wait(); err != nil {
 		t.Errorf("second crishim exited with %v, want 0", err)

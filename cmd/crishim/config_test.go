@@ -9,16 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-)
 
-func writeConfig(t *testing.T, body string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "crishim.yaml")
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
+	"github.com/crishim/crishim/test/daemontest"
+)
 
 func TestShippedConfigsAreValid(t *testing.T) {
 	for _, path := range []string{"../../configs/crishim.yaml", "../../configs/crishim-kata.yaml"} {
@@ -51,7 +44,7 @@ func TestShippedRuntimeClassesAreGenerated(t *testing.T) {
 func TestDefaultsAndFlags(t *testing.T) {
 	// No file at the default path is fine; flags override.
 	f := newServeFlags(&bytes.Buffer{})
-	if err := f.fs.Parse([]string{"--config", writeConfig(t, "listen:\n  path: /run/a.sock\nlog:\n  level: debug\n"),
+	if err := f.fs.Parse([]string{"--config", daemontest.WriteConfig(t, "listen:\n  path: /run/a.sock\nlog:\n  level: debug\n"),
 		"--listen", "/run/b.sock", "--runtime-endpoint", "unix:///run/crio/crio.sock", "--metrics-address", ""}); err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +71,7 @@ func TestDefaultsAndFlags(t *testing.T) {
 	}
 	// A bad flag value is reported like a bad file value.
 	f = newServeFlags(&bytes.Buffer{})
-	_ = f.fs.Parse([]string{"--config", writeConfig(t, ""), "--log-level", "loud"})
+	_ = f.fs.Parse([]string{"--config", daemontest.WriteConfig(t, ""), "--log-level", "loud"})
 	if _, err := f.load(); err == nil || !strings.Contains(err.Error(), "log.level") {
 		t.Errorf("bad --log-level: got %v", err)
 	}
@@ -86,14 +79,14 @@ func TestDefaultsAndFlags(t *testing.T) {
 
 func TestValidateCommand(t *testing.T) {
 	var out, errb bytes.Buffer
-	good := writeConfig(t, "listen:\n  path: /run/crishim/crishim.sock\n")
+	good := daemontest.WriteConfig(t, "listen:\n  path: /run/crishim/crishim.sock\n")
 	if err := run(t.Context(), []string{"validate", "--config", good}, &out, &errb, nil); err != nil {
 		t.Errorf("valid file: %v", err)
 	}
 	if !strings.Contains(out.String(), "is valid") {
 		t.Errorf("stdout %q", out.String())
 	}
-	bad := writeConfig(t, "listen:\n  path: x\nlog:\n  level: loud\n")
+	bad := daemontest.WriteConfig(t, "listen:\n  path: x\nlog:\n  level: loud\n")
 	err := run(t.Context(), []string{"validate", "--config", bad}, &out, &errb, nil)
 	if err == nil || !strings.Contains(err.Error(), "listen.path") || !strings.Contains(err.Error(), "log.level") {
 		t.Errorf("invalid file: got %v, want both problems listed", err)
@@ -143,7 +136,7 @@ func TestValidateChecksWhatStartChecks(t *testing.T) {
 				}
 			}
 			sock := filepath.Join(dir, "crishim.sock")
-			cfg := writeConfig(t, fmt.Sprintf("listen:\n  path: %s\nruntimeEndpoint: unix://%s/up.sock\nmetrics:\n  address: \"\"\nimages:\n  credentials:\n    providers:\n      config: %s\n      binDir: %s\n", sock, dir, pc, bin))
+			cfg := daemontest.WriteConfig(t, fmt.Sprintf("listen:\n  path: %s\nruntimeEndpoint: unix://%s/up.sock\nmetrics:\n  address: \"\"\nimages:\n  credentials:\n    providers:\n      config: %s\n      binDir: %s\n", sock, dir, pc, bin))
 
 			var out bytes.Buffer
 			validateErr := run(t.Context(), []string{"validate", "--config", cfg}, &out, io.Discard, nil)

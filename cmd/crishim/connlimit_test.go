@@ -16,6 +16,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/cmd/crishim/daemon"
+	"github.com/crishim/crishim/test/daemontest"
 )
 
 // metric returns the value of the unlabelled metric name on the
@@ -103,22 +104,22 @@ func TestConnectionStorm(t *testing.T) {
 	}
 
 	r := newRig(t)
-	bin := buildCrishim(t, r.dir)
-	p := startProcess(t, bin, writeConfig(t, r.base()), r.sock)
+	bin := buildCrishim(t, r.Dir)
+	p := startProcess(t, bin, daemontest.WriteConfig(t, r.Base()), r.Sock)
 	pid := p.cmd.Process.Pid
-	rc := runtimeapi.NewRuntimeServiceClient(dialCrishim(t, r.sock))
+	rc := runtimeapi.NewRuntimeServiceClient(dialCrishim(t, r.Sock))
 	for range 10 {
 		if _, err := rc.Version(context.Background(), &runtimeapi.VersionRequest{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	limit, ok := metric(t, r.metricsAddr, "crishim_server_connections_limit")
+	limit, ok := metric(t, r.MetricsAddr, "crishim_server_connections_limit")
 	if def := daemon.DefaultConfig().Listen.MaxConnections; !ok || limit != float64(def) {
 		t.Fatalf("crishim_server_connections_limit = %v (exported: %v), want the default %d", limit, ok, def)
 	}
 	open := func() float64 {
 		t.Helper()
-		v, ok := metric(t, r.metricsAddr, "crishim_server_connections_open")
+		v, ok := metric(t, r.MetricsAddr, "crishim_server_connections_open")
 		if !ok {
 			t.Fatal("crishim_server_connections_open is not exported")
 		}
@@ -143,7 +144,7 @@ func TestConnectionStorm(t *testing.T) {
 		}
 	}
 	for i := range storm {
-		c, err := net.Dial("unix", r.sock)
+		c, err := net.Dial("unix", r.Sock)
 		if err != nil {
 			// The socket's backlog (net.core.somaxconn) is full too: the
 			// kernel refuses the connection (EAGAIN).
@@ -174,7 +175,7 @@ func TestConnectionStorm(t *testing.T) {
 	}
 	conns = nil
 	p.waitFor("the storm's connections to close", func() bool { check(); return open() <= 2 })
-	if _, err := runtimeapi.NewRuntimeServiceClient(dialCrishim(t, r.sock)).Version(ctx, &runtimeapi.VersionRequest{}); err != nil {
+	if _, err := runtimeapi.NewRuntimeServiceClient(dialCrishim(t, r.Sock)).Version(ctx, &runtimeapi.VersionRequest{}); err != nil {
 		t.Fatalf("a new client after the storm: %v", err)
 	}
 	// A memory bound, not a timing goal: the deadline is generous.

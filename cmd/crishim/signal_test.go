@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/test/daemontest"
 	"github.com/crishim/crishim/test/fakecri"
 )
 
@@ -30,7 +31,7 @@ const safetyTimeout = time.Minute
 type process struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	logs   *lockedBuffer
+	logs   *daemontest.LockedBuffer
 	exited chan struct{}
 	err    error // Wait's result, once exited is closed
 }
@@ -39,7 +40,7 @@ type process struct {
 // answers calls on sock.
 func startProcess(t *testing.T, bin, config, sock string) *process {
 	t.Helper()
-	p := &process{t: t, cmd: exec.Command(bin, "--config", config), logs: &lockedBuffer{}, exited: make(chan struct{})}
+	p := &process{t: t, cmd: exec.Command(bin, "--config", config), logs: &daemontest.LockedBuffer{}, exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -169,16 +170,16 @@ func TestSignalsWhileDraining(t *testing.T) {
 			var releaseOnce sync.Once
 			t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) }) // before the fake stops
 			if tc.hold {
-				r.fake.Script(method, fakecri.Script{Respond: func(proto.Message) (proto.Message, error) {
+				r.Fake.Script(method, fakecri.Script{Respond: func(proto.Message) (proto.Message, error) {
 					<-release
 					return &runtimeapi.StopContainerResponse{}, nil
 				}})
 			} else {
-				r.fake.Script(method, fakecri.Script{Delay: time.Hour})
+				r.Fake.Script(method, fakecri.Script{Delay: time.Hour})
 			}
-			cfg := writeConfig(t, r.base()+"shutdownGracePeriod: 1h\n")
-			p := startProcess(t, bin, cfg, r.sock)
-			rc := runtimeapi.NewRuntimeServiceClient(dialCrishim(t, r.sock))
+			cfg := daemontest.WriteConfig(t, r.Base()+"shutdownGracePeriod: 1h\n")
+			p := startProcess(t, bin, cfg, r.Sock)
+			rc := runtimeapi.NewRuntimeServiceClient(dialCrishim(t, r.Sock))
 
 			const calls = 6
 			codesc := make(chan codes.Code, calls)
@@ -188,7 +189,7 @@ func TestSignalsWhileDraining(t *testing.T) {
 					codesc <- status.Code(err)
 				}()
 			}
-			p.waitFor("every call to reach the runtime", func() bool { return len(r.fake.Calls(method)) == calls })
+			p.waitFor("every call to reach the runtime", func() bool { return len(r.Fake.Calls(method)) == calls })
 
 			p.signal(tc.first)
 			p.waitLog(logShuttingDown, 1)
