@@ -53,9 +53,9 @@ func writeAtomic(t *testing.T, path, content string) {
 
 // kubeletCgroupRoot creates the cgroup the kubelet puts kubepods under, in every cgroup v1
 // hierarchy (the kubelet refuses a cgroupRoot that does not exist); `bed.sh down` removes it.
-func kubeletCgroupRoot(t *testing.T, b *bed) string {
+func kubeletCgroupRoot(t *testing.T, b *bed, name string) string {
 	t.Helper()
-	root := "/" + b.cgroup + "/kubelet"
+	root := "/" + b.cgroup + "/" + name
 	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/cgroup.procs")
 	if len(dirs) == 0 { // cgroup v2
 		dirs = []string{"/sys/fs/cgroup/cgroup.procs"}
@@ -68,7 +68,7 @@ func kubeletCgroupRoot(t *testing.T, b *bed) string {
 	return root
 }
 
-func kubeletConfig(b *bed, dir, cgroupRoot string, port, healthz int) string {
+func kubeletConfig(criSock, dir, cgroupRoot string, port, healthz int) string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 staticPodPath: %[1]s/manifests
@@ -105,7 +105,7 @@ evictionHard:
   nodefs.inodesFree: 1%%
   imagefs.available: 1%%
 imagePullCredentialsVerificationPolicy: NeverVerify
-`, dir, b.crishimSock, cgroupRoot, port, healthz)
+`, dir, criSock, cgroupRoot, port, healthz)
 }
 
 func staticPodManifest(b *bed) string {
@@ -130,10 +130,33 @@ spec:
 `, staticPodName, b.busybox())
 }
 
+// kubeletOptions parametrize startKubeletWith; the zero value is what startKubelet runs.
+type kubeletOptions struct {
+	criSock    string // CRI endpoint (runtime and image service); default the bed's crishim
+	cgroupName string // the kubelet's cgroupRoot is /$BED_CGROUP/<cgroupName>; default "kubelet"
+	verbosity  int    // --v; default 2
+}
+
 // startKubelet runs the kubelet until the test ends, with its pid in $BED_DIR/kubelet/kubelet.pid
 // so that `bed.sh down` can stop a kubelet left behind by an interrupted test.
 func startKubelet(t *testing.T, b *bed, dir string) {
 	t.Helper()
+	startKubeletWith(t, b, dir, kubeletOptions{})
+}
+
+// startKubeletWith is startKubelet with options; whatever dir is, the pid goes to
+// $BED_DIR/kubelet/kubelet.pid, where `bed.sh down` looks.
+func startKubeletWith(t *testing.T, b *bed, dir string, opts kubeletOptions) {
+	t.Helper()
+	if opts.criSock == "" {
+		opts.criSock = b.crishimSock
+	}
+	if opts.cgroupName == "" {
+		opts.cgroupName = "kubelet"
+	}
+	if opts.verbosity == 0 {
+		opts.verbosity = 2
+	}
 	port, healthz := freePort(t), freePort(t)
 	for _, d := range []string{"manifests", "root", "certs", "pod-logs", "volume-plugins"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
@@ -141,7 +164,7 @@ func startKubelet(t *testing.T, b *bed, dir string) {
 		}
 	}
 	writeAtomic(t, filepath.Join(dir, "resolv.conf"), "nameserver 127.0.0.1\n")
-	writeAtomic(t, filepath.Join(dir, "kubelet.yaml"), kubeletConfig(b, dir, kubeletCgroupRoot(t, b), port, healthz))
+	writeAtomic(t, filepath.Join(dir, "kubelet.yaml"), kubeletConfig(opts.criSock, dir, kubeletCgroupRoot(t, b, opts.cgroupName), port, healthz))
 	logf, err := os.Create(filepath.Join(dir, "kubelet.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -155,13 +178,14 @@ func startKubelet(t *testing.T, b *bed, dir string) {
 	}
 	cmd := exec.Command(b.kubeletBin, "--config", filepath.Join(dir, "kubelet.yaml"),
 		"--root-dir", filepath.Join(dir, "root"), "--cert-dir", filepath.Join(dir, "certs"),
-		"--hostname-override", kubeletNode, "--v=2")
+		"--hostname-override", kubeletNode, fmt.Sprintf("--v=%d", opts.verbosity))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start kubelet: %v", err)
 	}
-	pidFile := filepath.Join(dir, "kubelet.pid")
+	pidFile := filepath.Join(b.dir, "kubelet", "kubelet.pid")
+	_ = os.MkdirAll(filepath.Dir(pidFile), 0o755)
 	_ = os.WriteFile(pidFile, []byte(fmt.Sprint(cmd.Process.Pid)), 0o644)
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -205,7 +229,7 @@ func startKubelet(t *testing.T, b *bed, dir string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Logf("kubelet %s healthy after %v (CRI endpoint %s)", b.kubeletBin, time.Since(start).Round(time.Millisecond), b.crishimSock)
+	t.Logf("kubelet %s healthy after %v (CRI endpoint %s)", b.kubeletBin, time.Since(start).Round(time.Millisecond), opts.criSock)
 }
 
 func tail(path string, n int) string {

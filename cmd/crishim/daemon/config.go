@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/crishim/crishim/handlers/access"
 	"github.com/crishim/crishim/handlers/configfile"
 	"github.com/crishim/crishim/handlers/credentials"
 	"github.com/crishim/crishim/handlers/pulls"
@@ -50,6 +51,9 @@ type ImagesConfig struct {
 	Pulls *pulls.Config `json:"pulls,omitempty"`
 	// Credentials injects node registry credentials.
 	Credentials *credentials.Config `json:"credentials,omitempty"`
+	// Access lets pods run only images their namespace was allowed to
+	// pull; it needs Credentials.
+	Access *access.Config `json:"access,omitempty"`
 }
 
 // ListenConfig is the socket crishim serves the kubelet on.
@@ -240,6 +244,12 @@ func (c *Config) Validate() []string {
 	problems = append(problems, routing.Validate(c.Handlers, c.Routing)...)
 	if c.Images.Pulls != nil {
 		problems = append(problems, c.Images.Pulls.Validate()...)
+	}
+	if c.Images.Access != nil {
+		problems = append(problems, c.Images.Access.Validate()...)
+		if c.Images.Credentials == nil {
+			problems = append(problems, "images.access: needs images.credentials: it enforces who may use the node credentials crishim injects")
+		}
 	}
 	if c.Images.Credentials != nil {
 		problems = append(problems, c.Images.Credentials.Validate()...)

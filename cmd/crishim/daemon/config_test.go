@@ -2,21 +2,12 @@ package daemon
 
 import (
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/crishim/crishim/handlers/credentials"
+	"github.com/crishim/crishim/test/daemontest"
 )
-
-func writeConfig(t *testing.T, body string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "crishim.yaml")
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 func TestLoadConfigErrors(t *testing.T) {
 	tests := []struct {
@@ -34,7 +25,7 @@ func TestLoadConfigErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
-			path := writeConfig(t, tc.body)
+			path := daemontest.WriteConfig(t, tc.body)
 			_, err := LoadConfig(path, false)
 			if err == nil {
 				t.Fatal("loaded an invalid file")
@@ -49,7 +40,7 @@ func TestLoadConfigErrors(t *testing.T) {
 }
 
 func TestWorldWritableConfigRefused(t *testing.T) {
-	path := writeConfig(t, "listen:\n  path: /run/x.sock\n")
+	path := daemontest.WriteConfig(t, "listen:\n  path: /run/x.sock\n")
 	if err := os.Chmod(path, 0o666); err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +67,9 @@ func TestValidateProblems(t *testing.T) {
 		{"negative grace", "shutdownGracePeriod: -1s\n", []string{"shutdownGracePeriod"}},
 		{"log level", "log:\n  level: loud\n", []string{"log.level", `"loud"`}},
 		{"log format", "log:\n  format: xml\n", []string{"log.format"}},
+		{"access without credentials", "images:\n  access: {}\n", []string{"images.access: needs images.credentials"}},
+		{"access mode", "images:\n  access:\n    unknownImages: maybe\n", []string{"images.access.unknownImages", "allow or deny"}},
+		{"access state dir", "images:\n  access:\n    stateDir: rel\n", []string{"images.access.stateDir", "absolute"}},
 		{"metrics address", "metrics:\n  address: nohost\n", []string{"metrics.address"}},
 		{"metrics port", "metrics:\n  address: 127.0.0.1:99999\n", []string{"metrics.address", "port"}},
 		{"registry label bound", "metrics:\n  maxRegistryLabels: 20000\n", []string{"metrics.maxRegistryLabels", "1 to 10000"}},
@@ -84,7 +78,7 @@ func TestValidateProblems(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
-			cfg, err := LoadConfig(writeConfig(t, tc.body), false)
+			cfg, err := LoadConfig(daemontest.WriteConfig(t, tc.body), false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -113,12 +107,12 @@ func TestShippedCredentialProviderConfigLoads(t *testing.T) {
 
 func TestRoutingConfigProblemsNameTheRule(t *testing.T) {
 	body := "handlers:\n  - name: runc\n    default: true\n  - name: kata\n    default: true\n    overhead:\n      cpu: lots\nrouting:\n  rules:\n    - name: to-fc\n      handler: fc\n"
-	_, err := LoadConfig(writeConfig(t, body), false)
+	_, err := LoadConfig(daemontest.WriteConfig(t, body), false)
 	if err == nil || !strings.Contains(err.Error(), "handlers[1].overhead.cpu") {
 		t.Fatalf("bad quantity: got %v", err)
 	}
 	body = strings.Replace(body, "cpu: lots", "cpu: 250m", 1)
-	cfg, err := LoadConfig(writeConfig(t, body), false)
+	cfg, err := LoadConfig(daemontest.WriteConfig(t, body), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +142,7 @@ func TestConnectionLimitProblems(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(strings.ReplaceAll(tc.body, "\n", " "), func(t *testing.T) {
-			cfg, err := LoadConfig(writeConfig(t, tc.body), false)
+			cfg, err := LoadConfig(daemontest.WriteConfig(t, tc.body), false)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -182,7 +176,7 @@ func TestConnectionLimitProblems(t *testing.T) {
 // and they reach the server and the shutdown (crishim's TestDefaultsAndFlags
 // checks the same through the flags).
 func TestDefaultsReachTheServer(t *testing.T) {
-	cfg, err := LoadConfig(writeConfig(t, ""), false)
+	cfg, err := LoadConfig(daemontest.WriteConfig(t, ""), false)
 	if err != nil {
 		t.Fatal(err)
 	}

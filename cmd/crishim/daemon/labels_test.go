@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/test/daemontest"
 )
 
 // TestRegistryLabelBoundConfigured checks that metrics.maxRegistryLabels
@@ -18,9 +20,9 @@ import (
 // pods could make, leave at most the bound plus "other" as label values.
 func TestRegistryLabelBoundConfigured(t *testing.T) {
 	r := newRig(t)
-	cfg := writeConfig(t, r.base()+"  maxRegistryLabels: 2\nimages:\n  pulls:\n    mode: parallel\n    maxParallel: 2\n")
+	cfg := daemontest.WriteConfig(t, r.Base()+"  maxRegistryLabels: 2\nimages:\n  pulls:\n    mode: parallel\n    maxParallel: 2\n")
 	r.start(t, cfg, io.Discard)
-	conn, err := grpc.NewClient("unix://"+r.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+r.Sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +34,7 @@ func TestRegistryLabelBoundConfigured(t *testing.T) {
 			t.Fatalf("PullImage %s: %v", img, err)
 		}
 	}
-	resp, err := http.Get("http://" + r.metricsAddr + "/metrics")
+	resp, err := http.Get("http://" + r.MetricsAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

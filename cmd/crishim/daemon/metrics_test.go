@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/test/daemontest"
 	"github.com/crishim/crishim/test/fakecri"
 )
 
@@ -32,18 +33,19 @@ import (
 // served, so neither can drift from the other.
 func TestMetricsLintAndReference(t *testing.T) {
 	r := newRig(t)
-	dockerConfig := filepath.Join(r.dir, "config.json")
+	dockerConfig := filepath.Join(r.Dir, "config.json")
 	if err := os.WriteFile(dockerConfig, []byte(`{"auths": {"registry.example": {"auth": "dTpw"}}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// The runtime reports runc and kata: gvisor is configured but missing.
-	r.fake.Script(runtimeapi.RuntimeService_Status_FullMethodName, fakecri.Script{Response: &runtimeapi.StatusResponse{
+	r.Fake.Script(runtimeapi.RuntimeService_Status_FullMethodName, fakecri.Script{Response: &runtimeapi.StatusResponse{
 		Status:          &runtimeapi.RuntimeStatus{},
 		RuntimeHandlers: []*runtimeapi.RuntimeHandler{{Name: ""}, {Name: "runc"}, {Name: "kata"}},
 	}})
+	r.Fake.Script(runtimeapi.ImageService_ImageStatus_FullMethodName, fakecri.Script{Response: &runtimeapi.ImageStatusResponse{Image: &runtimeapi.Image{Id: "sha256:x"}}})
 	// Pulls take a while, so that identical ones meet.
-	r.fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Delay: 300 * time.Millisecond, Response: &runtimeapi.PullImageResponse{ImageRef: "sha256:x"}})
-	cfg := writeConfig(t, r.base()+fmt.Sprintf(`handlers:
+	r.Fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Delay: 300 * time.Millisecond, Response: &runtimeapi.PullImageResponse{ImageRef: "sha256:x"}})
+	cfg := daemontest.WriteConfig(t, r.Base()+fmt.Sprintf(`handlers:
   - name: runc
     default: true
   - name: kata
@@ -66,9 +68,11 @@ images:
     policy:
       - registries: ["registry.example"]
         namespaces: ["team-*"]
-`, dockerConfig))
+  access:
+    stateDir: %s
+`, dockerConfig, filepath.Join(r.Dir, "state")))
 	srv := r.start(t, cfg, io.Discard)
-	conn, err := grpc.NewClient("unix://"+r.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+r.Sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,13 +101,20 @@ images:
 		}()
 	}
 	wg.Wait()
+	// a container of the pulled image, checked by image access
+	if _, err := rc.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+		Config:        &runtimeapi.ContainerConfig{Image: &runtimeapi.ImageSpec{Image: "registry.example/app:1"}},
+		SandboxConfig: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "team-a", Uid: "u"}},
+	}); err != nil {
+		t.Fatalf("CreateContainer: %v", err)
+	}
 	srv.signal(syscall.SIGHUP) // a reload
 	// The families appear as their first series does: the inventory's
 	// first read and the reload are asynchronous.
-	want := []string{"crishim_runtime_handler_missing", "crishim_config_reloads_total", "crishim_image_pull_deduplicated_total", "crishim_sandbox_overhead_mismatches_total"}
+	want := []string{"crishim_image_access_decisions_total", "crishim_runtime_handler_missing", "crishim_config_reloads_total", "crishim_image_pull_deduplicated_total", "crishim_sandbox_overhead_mismatches_total"}
 	var page []byte
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		page = scrape(t, r.metricsAddr)
+		page = scrape(t, r.MetricsAddr)
 		if !slices.ContainsFunc(want, func(n string) bool { return !bytes.Contains(page, []byte("\n# TYPE "+n+" ")) }) || time.Now().After(deadline) {
 			break
 		}

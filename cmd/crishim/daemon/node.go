@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -8,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/handlers/access"
 	"github.com/crishim/crishim/handlers/credentials"
 	"github.com/crishim/crishim/handlers/pulls"
 	"github.com/crishim/crishim/handlers/registry"
@@ -24,25 +27,33 @@ type node struct {
 	cfg   atomic.Pointer[Config]
 	grace atomic.Int64 // shutdownGracePeriod, ns
 
+	access    *access.Access         // nil without images.access
+	lostState bool                   // the access record was corrupt at start
 	runner    *routing.SandboxRunner // nil without handlers
 	inventory *routing.Inventory
 	injector  *credentials.Injector // nil without images.credentials
 	sched     *pulls.Scheduler      // nil without images.pulls
 	puller    *pulls.Puller         // nil without images.pulls
-	labels    *registry.Labels      // the registry label bound shared by the pull and credential metrics
+	labels    *registry.Labels      // the registry label bound shared by the image metrics
 }
 
 // Features act on the RPCs they intercept in this order, fixed here and
 // nowhere else (README "Development" shows it): each sees the request its
 // predecessor passes on, the last one's next is the runtime.
 //
-//	RunPodSandbox: routing → runtime
-//	PullImage:     credentials → pulls → runtime
+//	RunPodSandbox:   routing → runtime
+//	PullImage:       image access → credentials → pulls → runtime
+//	CreateContainer: image access → runtime
 //
 // Credentials come before pulls so that each credential attempt is
 // scheduled, and de-duplicated, with the credentials the runtime will get.
+// Image access comes first on PullImage so that it records the outcome of
+// the whole pull, whichever credentials made it.
 func (n *node) handlers() []shim.Handler {
 	var hs []shim.Handler
+	if n.access != nil {
+		hs = append(hs, n.access.Handlers()...)
+	}
 	if n.runner != nil {
 		hs = append(hs, n.runner.Handler())
 	}
@@ -57,7 +68,10 @@ func (n *node) handlers() []shim.Handler {
 
 // newNode builds the parts cfg enables and returns the server options that
 // install them.
-func newNode(cfg *Config, log *logrus.Logger, reg prometheus.Registerer) (*node, []shim.Option, error) {
+//
+// checkOnly builds for crishim validate: nothing is created or moved on disk
+// (the image access state directory is only checked).
+func newNode(cfg *Config, log *logrus.Logger, reg prometheus.Registerer, checkOnly bool) (*node, []shim.Option, error) {
 	n := &node{log: log, labels: registry.NewLabels(cfg.Metrics.MaxRegistryLabels)}
 	n.cfg.Store(cfg)
 	n.grace.Store(int64(cfg.gracePeriod()))
@@ -86,6 +100,11 @@ func newNode(cfg *Config, log *logrus.Logger, reg prometheus.Registerer) (*node,
 			return nil, nil, err
 		}
 		n.injector = credentials.NewInjector(provider, cc.Policy, cm, log)
+		if ac := cfg.Images.Access; ac != nil {
+			if err := n.newAccess(ac, cc.Policy, reg, checkOnly); err != nil {
+				return nil, nil, err
+			}
+		}
 	}
 	if pc := cfg.Images.Pulls; pc != nil {
 		pm, err := pulls.NewMetrics(reg, n.labels)
@@ -99,10 +118,42 @@ func newNode(cfg *Config, log *logrus.Logger, reg prometheus.Registerer) (*node,
 	return n, opts, nil
 }
 
+// newAccess opens the image access record and builds the feature. A
+// corrupt record is set aside and reported, and the node is then
+// conservative: images without a record are refused where their registry is
+// restricted, since the proofs that would have allowed them are lost.
+func (n *node) newAccess(ac *access.Config, policy credentials.Policy, reg prometheus.Registerer, checkOnly bool) error {
+	if checkOnly {
+		return access.CheckDir(ac.Dir())
+	}
+	store, err := access.Open(ac.Dir(), access.Limits{})
+	var corrupt *access.CorruptError
+	switch {
+	case errors.As(err, &corrupt):
+		n.lostState = true
+	case err != nil:
+		return fmt.Errorf("images.access.stateDir: %w", err)
+	}
+	am, merr := access.NewMetrics(reg, n.labels, func() float64 { return float64(store.Len()) })
+	if merr != nil {
+		return merr
+	}
+	if corrupt != nil {
+		am.StateLost()
+		n.log.WithError(corrupt).Error("image access: the record on disk was corrupt and is set aside; until images are pulled again through crishim, images without a record are refused where images.credentials.policy restricts their registry")
+	}
+	n.access = access.New(store, am, n.log)
+	n.access.Set(ac, policy, n.lostState)
+	return nil
+}
+
 // start begins the background work that needs the server's upstream.
 func (n *node) start(srv *shim.Server) {
 	if n.inventory != nil {
 		n.inventory.Start(runtimeapi.NewRuntimeServiceClient(srv.ClientConn(shim.RuntimeUpstream)))
+	}
+	if n.access != nil {
+		n.access.Start(runtimeapi.NewImageServiceClient(srv.ClientConn(shim.ImageUpstream)), access.DefaultResyncInterval)
 	}
 }
 
@@ -114,6 +165,9 @@ func (n *node) drain() {
 }
 
 func (n *node) close() {
+	if n.access != nil {
+		n.access.Stop()
+	}
 	if n.inventory != nil {
 		n.inventory.Stop()
 	}
@@ -149,6 +203,8 @@ func (n *node) restartOnly(next *Config) []string {
 	diff("handlers (turning routing on or off)", (n.runner == nil) != (len(next.Handlers) == 0))
 	diff("images.pulls (turning scheduling on or off)", (n.sched == nil) != (next.Images.Pulls == nil))
 	diff("images.credentials (turning injection on or off)", (n.injector == nil) != (next.Images.Credentials == nil))
+	diff("images.access (turning it on or off; enforce can change live)", (n.access == nil) != (next.Images.Access == nil || next.Images.Credentials == nil))
+	diff("images.access.stateDir", cur.Images.Access != nil && next.Images.Access != nil && cur.Images.Access.Dir() != next.Images.Access.Dir())
 	return keys
 }
 
@@ -174,6 +230,9 @@ func (n *node) prepare(next *Config) (apply func(), err error) {
 		}
 		if provider != nil {
 			n.injector.Set(provider, next.Images.Credentials.Policy)
+		}
+		if ac := next.Images.Access; ac != nil && n.access != nil {
+			n.access.Set(ac, next.Images.Credentials.Policy, n.lostState)
 		}
 		n.cfg.Store(next)
 	}, nil

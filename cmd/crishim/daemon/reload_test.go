@@ -12,11 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/handlers/pulls"
+	"github.com/crishim/crishim/test/daemontest"
+	"github.com/crishim/crishim/test/fakecri"
 )
 
 // TestReloadUnderLoad reloads 100 times, alternating valid and invalid
@@ -29,8 +33,8 @@ func TestReloadUnderLoad(t *testing.T) {
 	defer func() { watchInterval = old }()
 
 	r := newRig(t)
-	metricsAddr := r.metricsAddr
-	base := r.base() + "handlers:\n  - name: runc\n    default: true\n"
+	metricsAddr := r.MetricsAddr
+	base := r.Base() + "handlers:\n  - name: runc\n    default: true\n"
 	valid := func(deny bool) string {
 		if !deny {
 			return base
@@ -43,7 +47,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		base + "routing:\n  rules:\n    - name: other\n      match: {namespaces: [other]}\n      deny: applied an invalid file\n    - name: bad\n      handler: nosuch\n",
 		base + "routing:\n  rules:\n    - name: other\n      match: {namespaces: [other]}\n      deny: applied an invalid file\nlog:\n  level: loud\n",
 	}
-	path := filepath.Join(r.dir, "config.yaml")
+	path := filepath.Join(r.Dir, "config.yaml")
 	write := func(s string) {
 		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
 			t.Fatal(err)
@@ -56,7 +60,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	ctx := context.Background()
 
 	// The client loop: ordinary calls and sandboxes in an unaffected namespace.
-	loop := startCallLoop(t, func() error {
+	loop := daemontest.StartCallLoop(t, func() error {
 		if _, err := rc.ListContainers(ctx, &runtimeapi.ListContainersRequest{}); err != nil {
 			return err
 		}
@@ -105,13 +109,13 @@ func TestReloadUnderLoad(t *testing.T) {
 			t.Fatalf("after reload %d: an invalid file was applied: RunPodSandbox(other) = %v", i, err)
 		}
 	}
-	loop.stop()
-	t.Logf("100 reloads: %d call pairs from the client loop, %d failed", loop.ok.Load()+loop.failed.Load(), loop.failed.Load())
-	if loop.failed.Load() != 0 {
-		t.Errorf("%d calls failed during the reloads, want 0", loop.failed.Load())
+	loop.Stop()
+	t.Logf("100 reloads: %d call pairs from the client loop, %d failed", loop.OK.Load()+loop.Failed.Load(), loop.Failed.Load())
+	if loop.Failed.Load() != 0 {
+		t.Errorf("%d calls failed during the reloads, want 0", loop.Failed.Load())
 	}
-	if loop.ok.Load() < 50 {
-		t.Errorf("only %d call pairs ran during the reloads: the loop proves little", loop.ok.Load())
+	if loop.OK.Load() < 50 {
+		t.Errorf("only %d call pairs ran during the reloads: the loop proves little", loop.OK.Load())
 	}
 }
 
@@ -145,8 +149,8 @@ func TestReloadOnFileChange(t *testing.T) {
 	watchInterval = 20 * time.Millisecond
 	defer func() { watchInterval = old }()
 	r := newRig(t)
-	base := r.base() + "handlers:\n  - name: runc\n    default: true\n"
-	path := writeConfig(t, base)
+	base := r.Base() + "handlers:\n  - name: runc\n    default: true\n"
+	path := daemontest.WriteConfig(t, base)
 	rc := r.start(t, path, io.Discard).rc
 	ctx := context.Background()
 	waitCode := func(want codes.Code) {
@@ -177,22 +181,22 @@ func TestReloadOnProviderConfigChange(t *testing.T) {
 	watchInterval = 20 * time.Millisecond
 	defer func() { watchInterval = old }()
 	r := newRig(t)
-	bin := filepath.Join(r.dir, "plugins")
+	bin := filepath.Join(r.Dir, "plugins")
 	if err := os.Mkdir(bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(bin, "p"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	providers := filepath.Join(r.dir, "providers.yaml")
+	providers := filepath.Join(r.Dir, "providers.yaml")
 	good := "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n  - name: p\n    matchImages: [\"*.example\"]\n    defaultCacheDuration: 1m\n    apiVersion: credentialprovider.kubelet.k8s.io/v1\n"
 	if err := os.WriteFile(providers, []byte(good), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	path := writeConfig(t, r.base()+fmt.Sprintf("images:\n  credentials:\n    providers:\n      config: %s\n      binDir: %s\n", providers, bin))
+	path := daemontest.WriteConfig(t, r.Base()+fmt.Sprintf("images:\n  credentials:\n    providers:\n      config: %s\n      binDir: %s\n", providers, bin))
 	r.start(t, path, io.Discard)
 	reloads := func(result string) string {
-		resp, err := http.Get("http://" + r.metricsAddr + "/metrics")
+		resp, err := http.Get("http://" + r.MetricsAddr + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -248,5 +252,61 @@ func TestRestartOnlyListenSettings(t *testing.T) {
 				t.Errorf("restart-only settings %v, want [%s]", keys, tc.key)
 			}
 		})
+	}
+}
+
+// TestReloadTurnsImageAccessOn: image access records while enforce is
+// false, and a reload (SIGHUP) turning it on refuses at once a namespace
+// without proof, from the record kept meanwhile.
+func TestReloadTurnsImageAccessOn(t *testing.T) {
+	r := newRig(t)
+	dockerConfig := filepath.Join(r.Dir, "config.json")
+	if err := os.WriteFile(dockerConfig, []byte(`{"auths": {"registry.example": {"auth": "dTpw"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id := "sha256:" + strings.Repeat("e", 64)
+	r.Fake.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{Response: &runtimeapi.PullImageResponse{ImageRef: id}})
+	cfg := func(enforce bool) string {
+		return r.Base() + fmt.Sprintf("images:\n  credentials:\n    dockerConfig:\n      paths: [%s]\n    policy:\n      - registries: [registry.example]\n        namespaces: [team-a]\n  access:\n    enforce: %v\n    stateDir: %s\n",
+			dockerConfig, enforce, filepath.Join(r.Dir, "state"))
+	}
+	path := daemontest.WriteConfig(t, cfg(false))
+	srv := r.start(t, path, io.Discard)
+	conn, err := grpc.NewClient("unix://"+r.Sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx := context.Background()
+	sandbox := func(ns string) *runtimeapi.PodSandboxConfig {
+		return &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: ns, Uid: "u"}}
+	}
+	if _, err := runtimeapi.NewImageServiceClient(conn).PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "registry.example/app:1"}, SandboxConfig: sandbox("team-a")}); err != nil {
+		t.Fatal(err)
+	}
+	create := func() error {
+		_, err := srv.rc.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+			Config:        &runtimeapi.ContainerConfig{Image: &runtimeapi.ImageSpec{Image: id, UserSpecifiedImage: "registry.example/app:1"}},
+			SandboxConfig: sandbox("other"),
+		})
+		return err
+	}
+	if err := create(); err != nil {
+		t.Fatalf("enforce false: %v", err)
+	}
+	if err := os.WriteFile(path, []byte(cfg(true)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv.signal(syscall.SIGHUP)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := create()
+		if status.Code(err) == codes.PermissionDenied {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the reload turning enforcement on: %v, want PermissionDenied", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

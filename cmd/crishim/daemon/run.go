@@ -33,10 +33,12 @@ type instance struct {
 // credential-provider config, the plugin binaries) and fails wherever start
 // would. Check (crishim validate) builds the same and throws it away, so the
 // two cannot disagree: a check start needs belongs here.
-func build(cfg *Config, log *logrus.Logger) (*instance, error) {
+//
+// checkOnly is set by Check: nothing is created or changed on disk.
+func build(cfg *Config, log *logrus.Logger, checkOnly bool) (*instance, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	n, opts, err := newNode(cfg, log, reg)
+	n, opts, err := newNode(cfg, log, reg, checkOnly)
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +69,7 @@ func (i *instance) close() {
 // what crishim validate runs. It reads every file cfg names, so it fails
 // wherever Run would before serving. cfg must be valid (see Validate).
 func Check(cfg *Config, log *logrus.Logger) error {
-	inst, err := build(cfg, log)
+	inst, err := build(cfg, log, true)
 	if err != nil {
 		return err
 	}
@@ -112,7 +114,7 @@ func Run(ctx context.Context, cfg *Config, configPath string, log *logrus.Logger
 		}
 	}()
 
-	inst, err := build(cfg, log)
+	inst, err := build(cfg, log, false)
 	if err != nil {
 		return err
 	}

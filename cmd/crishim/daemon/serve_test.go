@@ -1,18 +1,13 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -25,64 +20,17 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/shim"
+	"github.com/crishim/crishim/test/daemontest"
 	"github.com/crishim/crishim/test/fakecri"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// rig is the shared test rig (test/daemontest) and what this package's
+// tests add to it.
+type rig struct{ *daemontest.Rig }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// rig is a fake runtime, with a socket path and a metrics address chosen
-// for a crishim that a test runs with Run, the way main does.
-type rig struct {
-	dir, sock, metricsAddr string
-	fake                   *fakecri.Server
-}
-
-func newRig(t *testing.T) *rig {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "cm") // short: unix socket paths are limited
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	fake, err := fakecri.Start(filepath.Join(dir, "up.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(fake.Stop)
-	return &rig{dir: dir, sock: filepath.Join(dir, "crishim.sock"), metricsAddr: freePort(t), fake: fake}
-}
-
-// base is the configuration every test starts from.
-func (r *rig) base() string {
-	return fmt.Sprintf("listen:\n  path: %s\nruntimeEndpoint: %s\nmetrics:\n  address: %s\n", r.sock, r.fake.Endpoint(), r.metricsAddr)
-}
+func newRig(t *testing.T) *rig { return &rig{daemontest.NewRig(t)} }
 
 // loadValid loads the config file as crishim's serve command does (no
 // flags), failing the test if it is not valid.
@@ -123,7 +71,7 @@ func (r *rig) start(t *testing.T, config string, logs io.Writer) *serving {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	conn, err := grpc.NewClient("unix://"+r.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+r.Sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,52 +101,15 @@ func (s *serving) stop() error {
 	return s.err
 }
 
-// callLoop calls from 4 goroutines, as a busy kubelet would, until stop.
-type callLoop struct {
-	ok, failed atomic.Int64
-	stopc      chan struct{}
-	wg         sync.WaitGroup
-}
-
-func startCallLoop(t *testing.T, call func() error) *callLoop {
-	l := &callLoop{stopc: make(chan struct{})}
-	for range 4 {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			for {
-				select {
-				case <-l.stopc:
-					return
-				default:
-				}
-				if err := call(); err != nil {
-					l.failed.Add(1)
-					t.Logf("call failed: %v", err)
-				} else {
-					l.ok.Add(1)
-				}
-			}
-		}()
-	}
-	return l
-}
-
-// stop ends the loop and waits for the calls in flight.
-func (l *callLoop) stop() {
-	close(l.stopc)
-	l.wg.Wait()
-}
-
 // TestServeLifecycle runs crishim with Run as main does, in front of a fake runtime:
 // it serves, reports ready, refuses a second instance on its socket, and on
 // the shutdown signal lets an in-flight call finish, ends an open events
 // stream with Unavailable, removes its socket and returns without error.
 func TestServeLifecycle(t *testing.T) {
 	r := newRig(t)
-	fake, sock, metricsAddr := r.fake, r.sock, r.metricsAddr
-	cfg := writeConfig(t, strings.Replace(r.base(), "metrics:\n", "metrics:\n  pprof: true\n", 1)+"shutdownGracePeriod: 20s\nlog:\n  format: json\n")
-	logs := &lockedBuffer{}
+	fake, sock, metricsAddr := r.Fake, r.Sock, r.MetricsAddr
+	cfg := daemontest.WriteConfig(t, strings.Replace(r.Base(), "metrics:\n", "metrics:\n  pprof: true\n", 1)+"shutdownGracePeriod: 20s\nlog:\n  format: json\n")
+	logs := &daemontest.LockedBuffer{}
 	srv := r.start(t, cfg, logs)
 	rc := srv.rc
 	if !strings.Contains(logs.String(), `"msg":"crishim serving"`) || !strings.Contains(logs.String(), sock) || !strings.Contains(logs.String(), fake.Endpoint()) {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/test/daemontest"
 	"github.com/crishim/crishim/test/fakecri"
 )
 
@@ -37,11 +38,11 @@ func TestSignalsInProcess(t *testing.T) {
 	watchInterval = time.Hour // reloads come from SIGHUP only
 	defer func() { watchInterval = old }()
 	r := newRig(t)
-	path := filepath.Join(r.dir, "config.yaml")
-	if err := os.WriteFile(path, []byte(r.base()+"shutdownGracePeriod: 1h\n"), 0o600); err != nil {
+	path := filepath.Join(r.Dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(r.Base()+"shutdownGracePeriod: 1h\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &daemontest.LockedBuffer{}
 	srv := r.start(t, path, logs)
 	waitLog := func(text string, n int) {
 		t.Helper()
@@ -57,13 +58,13 @@ func TestSignalsInProcess(t *testing.T) {
 	waitLog("configuration reloaded", 1)
 
 	method := runtimeapi.RuntimeService_StopContainer_FullMethodName
-	r.fake.Script(method, fakecri.Script{Delay: time.Hour})
+	r.Fake.Script(method, fakecri.Script{Delay: time.Hour})
 	callErr := make(chan error, 1)
 	go func() {
 		_, err := srv.rc.StopContainer(context.Background(), &runtimeapi.StopContainerRequest{ContainerId: "c"})
 		callErr <- err
 	}()
-	for len(r.fake.Calls(method)) == 0 {
+	for len(r.Fake.Calls(method)) == 0 {
 		time.Sleep(10 * time.Millisecond)
 	}
 	srv.signal(syscall.SIGTERM)
