@@ -29,6 +29,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const (
 	privateImage = "registry.example/private/app:1"
 	publicImage  = "public.example/app:1"
+	publicCopy   = "public.example/copy-of-app:1"
 	digestRef    = "registry.example/private/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	goodPassword = "g00d-Secret-pw"
 )
@@ -38,6 +39,8 @@ var imageIDs = map[string]string{
 	privateImage:                       "sha256:" + strings.Repeat("a", 64),
 	publicImage:                        "sha256:" + strings.Repeat("b", 64),
 	"registry.example/private/other:1": "sha256:" + strings.Repeat("c", 64),
+	// the private image's bytes, also published on a registry no rule restricts
+	publicCopy: "sha256:" + strings.Repeat("a", 64),
 }
 
 // node is a credential provider holding the node's credential for
@@ -305,3 +308,29 @@ func TestCorruptRecordIsConservative(t *testing.T) {
 }
 
 func errorsAs(err error, target **access.CorruptError) bool { return errors.As(err, target) }
+
+// TestImageUnderSeveralRegistries: one image ID may be pulled under names
+// of several registries. If one of them does not restrict its node
+// credentials, the same bytes are there for every namespace, so the image
+// is not restricted, whichever pull came first.
+func TestImageUnderSeveralRegistries(t *testing.T) {
+	for _, order := range [][]string{{privateImage, publicCopy}, {publicCopy, privateImage}} {
+		t.Run(order[0]+" first", func(t *testing.T) {
+			e := newEnv(t, t.TempDir(), &access.Config{})
+			if err := e.pull(t, order[0], "team-a", nil); err != nil {
+				t.Fatal(err)
+			}
+			if order[0] == privateImage {
+				if err := e.create(privateImage, "other", false); status.Code(err) != codes.PermissionDenied {
+					t.Fatalf("before the public pull: %v, want PermissionDenied", err)
+				}
+			}
+			if err := e.pull(t, order[1], "team-a", nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.create(privateImage, "other", false); err != nil {
+				t.Errorf("the image is public under %s: %v", publicCopy, err)
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/handlers/credentials"
 	"github.com/crishim/crishim/handlers/registry"
 	"github.com/crishim/crishim/shim"
 )
@@ -52,7 +53,7 @@ func (a *Access) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		return next(ctx, req)
 	}
 	fields := logrus.Fields{"image": displayName(named, image), "image_id": id, "namespace": ns, "pod": req.GetSandboxConfig().GetMetadata().GetName()}
-	reg, namespaces, known := a.store.Lookup(imageKey(id))
+	registries, namespaces, known := a.store.Lookup(imageKey(id))
 	if !known {
 		deny := (m.denyUnknown || m.conservative) && (refRegistry == "" || m.policy.Restricts(refRegistry))
 		a.metrics.decision("unknown_image", refRegistry)
@@ -63,13 +64,33 @@ func (a *Access) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		a.log.WithFields(fields).WithField("registry", refRegistry).Info("image access: allowed an image crishim has no record of (pulled before crishim or by another client; images.access.unknownImages: allow)")
 		return next(ctx, req)
 	}
-	if !m.policy.Restricts(reg) || slices.Contains(namespaces, ns) {
+	// One image ID can be pulled under names of several registries: it is
+	// restricted only if every registry it came from is. If one of them
+	// does not restrict its node credentials, the same bytes are there for
+	// every namespace anyway.
+	reg, restricted := restrictedRegistry(m.policy, registries)
+	if !restricted || slices.Contains(namespaces, ns) {
 		a.metrics.decision("allowed", reg)
 		return next(ctx, req)
 	}
 	a.metrics.decision("denied", reg)
 	a.log.WithFields(fields).WithField("registry", reg).Info("image access: denied: the namespace has not proven access to the image")
 	return nil, status.Error(codes.PermissionDenied, deniedMessage(displayName(named, image), id, reg, ns, false))
+}
+
+// restrictedRegistry reports whether every registry of an image is
+// restricted by the policy, and names the registry to report: the first
+// restricted one, or the first unrestricted one.
+func restrictedRegistry(p credentials.Policy, registries []string) (string, bool) {
+	for _, r := range registries {
+		if !p.Restricts(r) {
+			return r, false
+		}
+	}
+	if len(registries) == 0 {
+		return "", false
+	}
+	return registries[0], true
 }
 
 // resolve returns the ID of the image a CreateContainer names: the image

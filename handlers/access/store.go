@@ -109,7 +109,8 @@ func (e *CorruptError) Error() string {
 func (e *CorruptError) Unwrap() error { return e.Err }
 
 // Store records, per image ID, which namespaces proved they may pull the
-// image and the registry it came from, and keeps the record in a file so it
+// image and the registries it was pulled from (one image ID can be pulled
+// under names of several registries), and keeps the record in a file so it
 // survives restarts. It is safe for concurrent use.
 //
 // It knows image IDs only ("sha256:<64 hex>", as the runtime returns them
@@ -138,7 +139,7 @@ type Store struct {
 }
 
 type entry struct {
-	registry   string
+	registries map[string]struct{}
 	namespaces map[string]struct{}
 	// updated is when the entry last changed, in UTC, as saved.
 	updated time.Time
@@ -149,14 +150,14 @@ type entry struct {
 }
 
 // fileFormat is the file: {"version": 1, "images": {"sha256:...":
-// {"registry": "...", "namespaces": ["a", "b"], "updated": "RFC 3339"}}}.
+// {"registries": ["..."], "namespaces": ["a", "b"], "updated": "RFC 3339"}}}.
 type fileFormat struct {
 	Version int                  `json:"version"`
 	Images  map[string]fileEntry `json:"images"`
 }
 
 type fileEntry struct {
-	Registry   string    `json:"registry"`
+	Registries []string  `json:"registries"`
 	Namespaces []string  `json:"namespaces"`
 	Updated    time.Time `json:"updated"`
 }
@@ -306,9 +307,12 @@ func parse(data []byte) (images map[string]*entry, reason string, cause error) {
 		if reason := checkEntry(id, fe); reason != "" {
 			return nil, reason, nil
 		}
-		e := &entry{registry: fe.Registry, namespaces: make(map[string]struct{}, len(fe.Namespaces)), updated: fe.Updated.UTC(), seen: fe.Updated}
+		e := &entry{registries: make(map[string]struct{}, len(fe.Registries)), namespaces: make(map[string]struct{}, len(fe.Namespaces)), updated: fe.Updated.UTC(), seen: fe.Updated}
 		for _, ns := range fe.Namespaces {
 			e.namespaces[ns] = struct{}{}
+		}
+		for _, r := range fe.Registries {
+			e.registries[r] = struct{}{}
 		}
 		images[id] = e
 	}
@@ -331,6 +335,14 @@ func checkEntry(id string, fe fileEntry) string {
 		}
 		if i > 0 && fe.Namespaces[i-1] >= ns {
 			return fmt.Sprintf("image %q: namespaces not sorted or repeated", id)
+		}
+	}
+	if len(fe.Registries) == 0 {
+		return fmt.Sprintf("image %q has no registries", id)
+	}
+	for i := 1; i < len(fe.Registries); i++ {
+		if fe.Registries[i-1] >= fe.Registries[i] {
+			return fmt.Sprintf("image %q: registries not sorted or repeated", id)
 		}
 	}
 	if fe.Updated.IsZero() {
@@ -372,8 +384,7 @@ func (s *Store) Len() int {
 
 // Record notes that namespace pulled the image imageID from registry (its
 // canonical identity), and saves the record when that changed it: a new
-// image, a new namespace for it, or another registry (the latest pull's is
-// kept). changed is false when the record already said so, and then nothing
+// image, a new namespace for it, or another registry it came from. changed is false when the record already said so, and then nothing
 // is written.
 //
 // A new image beyond MaxImages evicts the least recently updated one. A
@@ -396,12 +407,13 @@ func (s *Store) Record(imageID, registry, namespace string) (changed bool, err e
 		for len(s.images) >= s.limits.MaxImages {
 			s.evictLocked()
 		}
-		e = &entry{registry: registry, namespaces: map[string]struct{}{namespace: {}}}
+		e = &entry{registries: map[string]struct{}{registry: {}}, namespaces: map[string]struct{}{namespace: {}}}
 		s.images[imageID] = e
 	default:
 		e.seen = now
 		_, known := e.namespaces[namespace]
-		if known && e.registry == registry {
+		_, knownRegistry := e.registries[registry]
+		if known && knownRegistry {
 			s.mu.Unlock()
 			return false, nil
 		}
@@ -410,7 +422,7 @@ func (s *Store) Record(imageID, registry, namespace string) (changed bool, err e
 			return false, fmt.Errorf("image %s: namespace %s not recorded: the image already has %d namespaces with access, the most the image access record keeps (%w); its pods may be refused the image until the limit is raised", imageID, namespace, len(e.namespaces), ErrTooManyNamespaces)
 		}
 		e.namespaces[namespace] = struct{}{}
-		e.registry = registry
+		e.registries[registry] = struct{}{}
 	}
 	e.updated, e.seen = now.UTC(), now
 	return true, s.saveUnlock()
@@ -429,17 +441,17 @@ func (s *Store) evictLocked() {
 	delete(s.images, oldest)
 }
 
-// Lookup returns the registry an image was last recorded from and the
-// namespaces that proved access to it, sorted; ok is false when the image
-// is unknown.
-func (s *Store) Lookup(imageID string) (registry string, namespaces []string, ok bool) {
+// Lookup returns the registries an image was pulled from and the
+// namespaces that proved access to it, both sorted; ok is false when the
+// image is unknown.
+func (s *Store) Lookup(imageID string) (registries, namespaces []string, ok bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	e := s.images[imageID]
 	if e == nil {
-		return "", nil, false
+		return nil, nil, false
 	}
-	return e.registry, sortedNamespaces(e), true
+	return sortedSet(e.registries), sortedNamespaces(e), true
 }
 
 // Allowed reports whether the image is known (some namespace pulled it
@@ -485,14 +497,7 @@ func (s *Store) Prune(listedAt time.Time, present func(imageID string) bool) (re
 	return removed, s.saveUnlock()
 }
 
-func sortedNamespaces(e *entry) []string {
-	out := make([]string, 0, len(e.namespaces))
-	for ns := range e.namespaces {
-		out = append(out, ns)
-	}
-	sort.Strings(out)
-	return out
-}
+func sortedNamespaces(e *entry) []string { return sortedSet(e.namespaces) }
 
 // saveUnlock takes a snapshot of the record, releases mu and writes the
 // snapshot unless a newer one is already on disk (it includes this change).
@@ -502,7 +507,7 @@ func (s *Store) saveUnlock() error {
 	gen := s.gen
 	f := fileFormat{Version: FileVersion, Images: make(map[string]fileEntry, len(s.images))}
 	for id, e := range s.images {
-		f.Images[id] = fileEntry{Registry: e.registry, Namespaces: sortedNamespaces(e), Updated: e.updated}
+		f.Images[id] = fileEntry{Registries: sortedSet(e.registries), Namespaces: sortedNamespaces(e), Updated: e.updated}
 	}
 	s.mu.Unlock()
 	data, err := json.MarshalIndent(f, "", "  ")
@@ -576,4 +581,14 @@ func syncDir(dir string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// sortedSet returns a set's members sorted.
+func sortedSet(m map[string]struct{}) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -53,7 +53,7 @@ func lookupAll(s *Store, ids ...string) map[string]string {
 	for _, i := range ids {
 		reg, ns, ok := s.Lookup(i)
 		if ok {
-			out[i] = reg + " " + strings.Join(ns, ",")
+			out[i] = strings.Join(reg, ",") + " " + strings.Join(ns, ",")
 		}
 	}
 	return out
@@ -79,7 +79,7 @@ func TestRecordRules(t *testing.T) {
 		{imageIDOf("a"), "docker.io", "team-a", false}, // idempotent
 		{imageIDOf("b"), "registry.example", "team-a", true},
 		{imageIDOf("c"), "localhost:5001", "team-c", true},
-		{imageIDOf("c"), "mirror.example", "team-c", true}, // the latest registry is kept
+		{imageIDOf("c"), "mirror.example", "team-c", true}, // another registry of the same image is added
 		{imageIDOf("c"), "mirror.example", "team-c", false},
 	}
 	for _, st := range steps {
@@ -91,19 +91,19 @@ func TestRecordRules(t *testing.T) {
 
 	lookups := []struct {
 		image   string
-		wantReg string
+		wantReg []string
 		wantNS  []string
 		wantOK  bool
 	}{
-		{imageIDOf("a"), "docker.io", []string{"team-a", "team-b"}, true},
-		{imageIDOf("b"), "registry.example", []string{"team-a"}, true},
-		{imageIDOf("c"), "mirror.example", []string{"team-c"}, true},
-		{imageIDOf("d"), "", nil, false},
-		{"", "", nil, false},
+		{imageIDOf("a"), []string{"docker.io"}, []string{"team-a", "team-b"}, true},
+		{imageIDOf("b"), []string{"registry.example"}, []string{"team-a"}, true},
+		{imageIDOf("c"), []string{"localhost:5001", "mirror.example"}, []string{"team-c"}, true},
+		{imageIDOf("d"), nil, nil, false},
+		{"", nil, nil, false},
 	}
 	for _, tc := range lookups {
 		reg, ns, ok := s.Lookup(tc.image)
-		if reg != tc.wantReg || !reflect.DeepEqual(ns, tc.wantNS) || ok != tc.wantOK {
+		if !reflect.DeepEqual(reg, tc.wantReg) || !reflect.DeepEqual(ns, tc.wantNS) || ok != tc.wantOK {
 			t.Errorf("Lookup(%s) = %q, %q, %v; want %q, %q, %v", tc.image, reg, ns, ok, tc.wantReg, tc.wantNS, tc.wantOK)
 		}
 	}
@@ -157,7 +157,7 @@ func TestRecordRefusesEmptyArguments(t *testing.T) {
 	}
 	// An empty registry is the caller's to give: it is kept as given.
 	mustRecord(t, s, imageIDOf("a"), "", "team-a", true)
-	if reg, _, ok := s.Lookup(imageIDOf("a")); !ok || reg != "" {
+	if reg, _, ok := s.Lookup(imageIDOf("a")); !ok || !reflect.DeepEqual(reg, []string{""}) {
 		t.Errorf("Lookup = %q, %v; want \"\", true", reg, ok)
 	}
 }
@@ -207,14 +207,18 @@ func TestPersistence(t *testing.T) {
   "version": 1,
   "images": {
     "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa": {
-      "registry": "docker.io",
+      "registries": [
+        "docker.io"
+      ],
       "namespaces": [
         "team-a"
       ],
       "updated": "2026-01-02T03:04:08Z"
     },
     "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb": {
-      "registry": "registry.example",
+      "registries": [
+        "registry.example"
+      ],
       "namespaces": [
         "team-a",
         "team-b"
@@ -341,7 +345,7 @@ func TestSaveErrorKeepsChangeInMemory(t *testing.T) {
 }
 
 func TestCorruptFile(t *testing.T) {
-	valid := `{"version":1,"images":{"` + imageIDOf("a") + `":{"registry":"docker.io","namespaces":["team-a"],"updated":"2026-01-02T03:04:05Z"}}}` + "\n"
+	valid := `{"version":1,"images":{"` + imageIDOf("a") + `":{"registries":["docker.io"],"namespaces":["team-a"],"updated":"2026-01-02T03:04:05Z"}}}` + "\n"
 	entry := func(e string) string { return `{"version":1,"images":{"` + imageIDOf("a") + `":` + e + `}}` }
 	tests := []struct {
 		desc, content, wantReason string
@@ -356,17 +360,19 @@ func TestCorruptFile(t *testing.T) {
 		{"no version", `{"images":{}}`, "no version"},
 		{"no images", `{"version":1}`, "no images"},
 		{"images null", `{"version":1,"images":null}`, "no images"},
-		{"empty image ID", `{"version":1,"images":{"":{"registry":"docker.io","namespaces":["team-a"],"updated":"2026-01-02T03:04:05Z"}}}`, "empty image ID"},
-		{"empty namespace", entry(`{"registry":"r","namespaces":["team-a",""],"updated":"2026-01-02T03:04:05Z"}`), "empty namespace"},
-		{"no namespaces", entry(`{"registry":"r","namespaces":[],"updated":"2026-01-02T03:04:05Z"}`), "has no namespaces"},
-		{"namespaces null", entry(`{"registry":"r","updated":"2026-01-02T03:04:05Z"}`), "has no namespaces"},
-		{"namespace not a string", entry(`{"registry":"r","namespaces":[1],"updated":"2026-01-02T03:04:05Z"}`), "not a valid record"},
-		{"unsorted namespaces", entry(`{"registry":"r","namespaces":["b","a"],"updated":"2026-01-02T03:04:05Z"}`), "not sorted or repeated"},
-		{"repeated namespace", entry(`{"registry":"r","namespaces":["a","a"],"updated":"2026-01-02T03:04:05Z"}`), "not sorted or repeated"},
-		{"no updated time", entry(`{"registry":"r","namespaces":["a"]}`), "no updated time"},
-		{"bad updated time", entry(`{"registry":"r","namespaces":["a"],"updated":"yesterday"}`), "not a valid record"},
+		{"empty image ID", `{"version":1,"images":{"":{"registries":["docker.io"],"namespaces":["team-a"],"updated":"2026-01-02T03:04:05Z"}}}`, "empty image ID"},
+		{"empty namespace", entry(`{"registries":["r"],"namespaces":["team-a",""],"updated":"2026-01-02T03:04:05Z"}`), "empty namespace"},
+		{"no namespaces", entry(`{"registries":["r"],"namespaces":[],"updated":"2026-01-02T03:04:05Z"}`), "has no namespaces"},
+		{"namespaces null", entry(`{"registries":["r"],"updated":"2026-01-02T03:04:05Z"}`), "has no namespaces"},
+		{"namespace not a string", entry(`{"registries":["r"],"namespaces":[1],"updated":"2026-01-02T03:04:05Z"}`), "not a valid record"},
+		{"unsorted namespaces", entry(`{"registries":["r"],"namespaces":["b","a"],"updated":"2026-01-02T03:04:05Z"}`), "not sorted or repeated"},
+		{"repeated namespace", entry(`{"registries":["r"],"namespaces":["a","a"],"updated":"2026-01-02T03:04:05Z"}`), "not sorted or repeated"},
+		{"no registries", entry(`{"registries":[],"namespaces":["a"],"updated":"2026-01-02T03:04:05Z"}`), "has no registries"},
+		{"unsorted registries", entry(`{"registries":["b","a"],"namespaces":["a"],"updated":"2026-01-02T03:04:05Z"}`), "registries not sorted or repeated"},
+		{"no updated time", entry(`{"registries":["r"],"namespaces":["a"]}`), "no updated time"},
+		{"bad updated time", entry(`{"registries":["r"],"namespaces":["a"],"updated":"yesterday"}`), "not a valid record"},
 		{"entry null", entry(`null`), "has no namespaces"},
-		{"unknown field", entry(`{"registry":"r","namespaces":["a"],"updated":"2026-01-02T03:04:05Z","expires":"never"}`), `unknown field "expires"`},
+		{"unknown field", entry(`{"registries":["r"],"namespaces":["a"],"updated":"2026-01-02T03:04:05Z","expires":"never"}`), `unknown field "expires"`},
 		{"data after the record", valid + `{}`, "not valid JSON"},
 	}
 	for _, tc := range tests {
