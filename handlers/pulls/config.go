@@ -2,6 +2,7 @@ package pulls
 
 import (
 	"fmt"
+	"path"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -23,6 +24,10 @@ type Config struct {
 	Deduplicate *bool `json:"deduplicate,omitempty"`
 	// Timeout bounds one upstream pull ("" or 0: none, like the kubelet).
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
+	// KeyAnnotations are image annotation keys (globs) whose values keep
+	// otherwise identical pulls apart; none by default, since the kubelet
+	// copies every pod annotation into the pull (see Puller.SetKeyAnnotations).
+	KeyAnnotations []string `json:"keyAnnotations,omitempty"`
 }
 
 // unlimited stands for "no cap" on parallel pulls.
@@ -63,6 +68,11 @@ func (c *Config) Validate() []string {
 	}
 	if c.MaxParallelPerRegistry < 0 {
 		problems = append(problems, "images.pulls.maxParallelPerRegistry: must not be negative (0: no cap)")
+	}
+	for i, g := range c.KeyAnnotations {
+		if _, err := path.Match(g, ""); err != nil || g == "" {
+			problems = append(problems, fmt.Sprintf("images.pulls.keyAnnotations[%d]: %q is not a valid glob of annotation keys", i, g))
+		}
 	}
 	if c.Timeout != nil && c.Timeout.Duration < 0 {
 		problems = append(problems, "images.pulls.timeout: must not be negative")

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"path"
 	"slices"
 	"sort"
 	"strings"
@@ -31,6 +32,7 @@ import (
 type Puller struct {
 	sched    *Scheduler
 	priority atomic.Pointer[[]string]
+	keyAnns  atomic.Pointer[[]string] // image annotation globs that keep pulls apart
 	log      logrus.FieldLogger
 	salt     []byte
 }
@@ -55,6 +57,16 @@ func NewPuller(log logrus.FieldLogger, sched *Scheduler, priorityNamespaces []st
 // SetPriority changes the priority namespaces for pulls that start later.
 func (p *Puller) SetPriority(namespaces []string) { p.priority.Store(&namespaces) }
 
+// SetKeyAnnotations changes which image annotations keep otherwise
+// identical pulls apart (path.Match globs of annotation keys), for pulls
+// that start later. None by default: the kubelet copies every annotation of
+// the pod into the PullImage request's image spec
+// (pkg/kubelet/images/image_manager.go), so pods that share an image always
+// differ there (kubernetes.io/config.hash for static pods, and whatever
+// their owners annotate), and keying on them would never merge two pods'
+// pulls.
+func (p *Puller) SetKeyAnnotations(globs []string) { p.keyAnns.Store(&globs) }
+
 // Handler returns the typed handler to register with the shim.
 func (p *Puller) Handler() shim.Handler {
 	return shim.Intercept(runtimeapi.ImageService_PullImage_FullMethodName, p.PullImage)
@@ -75,7 +87,7 @@ func (p *Puller) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 	key := Key{
 		Image:       ref.Name,
 		Handler:     req.GetImage().GetRuntimeHandler(),
-		Annotations: annotationsKey(req.GetImage().GetAnnotations()),
+		Annotations: p.annotationsKey(req.GetImage().GetAnnotations()),
 		Credentials: p.fingerprint(req.GetAuth()),
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
@@ -133,15 +145,22 @@ func (p *Puller) fingerprint(a *runtimeapi.AuthConfig) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// annotationsKey is a stable text of the image annotations: pulls that ask
-// for different things (platforms, snapshotter hints) are not merged.
-func annotationsKey(a map[string]string) string {
-	if len(a) == 0 {
+// annotationsKey is a stable text of the image annotations that keep pulls
+// apart (SetKeyAnnotations): pulls that ask for different things
+// (platforms, snapshotter hints an operator names) are not merged.
+func (p *Puller) annotationsKey(a map[string]string) string {
+	var globs []string
+	if g := p.keyAnns.Load(); g != nil {
+		globs = *g
+	}
+	if len(a) == 0 || len(globs) == 0 {
 		return ""
 	}
 	keys := make([]string, 0, len(a))
 	for k := range a {
-		keys = append(keys, k)
+		if slices.ContainsFunc(globs, func(g string) bool { ok, _ := path.Match(g, k); return ok }) {
+			keys = append(keys, k)
+		}
 	}
 	sort.Strings(keys)
 	var b strings.Builder

@@ -113,3 +113,59 @@ func TestPullErrorsAndBadInput(t *testing.T) {
 		t.Errorf("log: %s", logs.String())
 	}
 }
+
+// TestPullsOfDifferentPodsMerge: the kubelet copies every pod annotation into
+// the PullImage request's image spec, so pods sharing an image always differ
+// there (a static pod's kubernetes.io/config.hash, an owner's annotations).
+// Their identical concurrent pulls must still merge; only the annotations an
+// operator names in keyAnnotations keep pulls apart.
+func TestPullsOfDifferentPodsMerge(t *testing.T) {
+	kubeletPull := func(pod, platform string) *runtimeapi.PullImageRequest {
+		r := pull("busybox", "")
+		r.Image.Annotations = map[string]string{"kubernetes.io/config.hash": pod, "owner.example/team": pod, "io.example/platform": platform}
+		return r
+	}
+	tests := []struct {
+		desc          string
+		keyAnns       []string
+		reqs          []*runtimeapi.PullImageRequest
+		wantUpstreams int
+	}{
+		{"three pods, one image: one pull", nil,
+			[]*runtimeapi.PullImageRequest{kubeletPull("a", "amd64"), kubeletPull("b", "amd64"), kubeletPull("c", "amd64")}, 1},
+		{"an annotation the operator names keeps pulls apart", []string{"io.example/*"},
+			[]*runtimeapi.PullImageRequest{kubeletPull("a", "amd64"), kubeletPull("b", "amd64"), kubeletPull("c", "arm64")}, 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			m, err := pulls.NewMetrics(reg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sched := pulls.NewScheduler(pulls.Limits{MaxParallel: 4}, true, m)
+			t.Cleanup(sched.Close)
+			p := pulls.NewPuller(shimtest.DiscardLogger(), sched, nil)
+			p.SetKeyAnnotations(tc.keyAnns)
+			e := shimtest.Start(t, func(f *fakecri.Server) {
+				f.Script(runtimeapi.ImageService_PullImage_FullMethodName, fakecri.Script{
+					Delay: 300 * time.Millisecond, Response: &runtimeapi.PullImageResponse{ImageRef: "sha256:feed"},
+				})
+			}, reg, p.Handler())
+			var wg sync.WaitGroup
+			for _, r := range tc.reqs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if _, err := e.IC.PullImage(context.Background(), r); err != nil {
+						t.Errorf("PullImage: %v", err)
+					}
+				}()
+			}
+			wg.Wait()
+			if n := len(e.Fake.Calls(runtimeapi.ImageService_PullImage_FullMethodName)); n != tc.wantUpstreams {
+				t.Errorf("%d upstream pulls, want %d", n, tc.wantUpstreams)
+			}
+		})
+	}
+}

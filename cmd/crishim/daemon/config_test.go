@@ -67,6 +67,7 @@ func TestValidateProblems(t *testing.T) {
 		{"negative grace", "shutdownGracePeriod: -1s\n", []string{"shutdownGracePeriod"}},
 		{"log level", "log:\n  level: loud\n", []string{"log.level", `"loud"`}},
 		{"log format", "log:\n  format: xml\n", []string{"log.format"}},
+		{"pull key annotations", "images:\n  pulls:\n    mode: serial\n    keyAnnotations: [\"[\"]\n", []string{"images.pulls.keyAnnotations[0]", "not a valid glob"}},
 		{"access without credentials", "images:\n  access: {}\n", []string{"images.access: needs images.credentials"}},
 		{"access mode", "images:\n  access:\n    unknownImages: maybe\n", []string{"images.access.unknownImages", "allow or deny"}},
 		{"access state dir", "images:\n  access:\n    stateDir: rel\n", []string{"images.access.stateDir", "absolute"}},

@@ -113,6 +113,7 @@ func newNode(cfg *Config, log *logrus.Logger, reg prometheus.Registerer, checkOn
 		}
 		n.sched = pulls.NewScheduler(pc.Limits(), pc.Dedup(), pm)
 		n.puller = pulls.NewPuller(log, n.sched, pc.PriorityNamespaces)
+		n.puller.SetKeyAnnotations(pc.KeyAnnotations)
 	}
 	opts = append(opts, shim.WithHandlers(n.handlers()...))
 	return n, opts, nil
@@ -227,6 +228,7 @@ func (n *node) prepare(next *Config) (apply func(), err error) {
 			n.sched.SetLimits(pc.Limits())
 			n.sched.SetDedup(pc.Dedup())
 			n.puller.SetPriority(pc.PriorityNamespaces)
+			n.puller.SetKeyAnnotations(pc.KeyAnnotations)
 		}
 		if provider != nil {
 			n.injector.Set(provider, next.Images.Credentials.Policy)
