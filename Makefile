@@ -16,7 +16,14 @@ build: ## build bin/crishim
 # MATRIX=1 (default): e2e + critest on containerd 1.6, containerd 2.x and CRI-O;
 # MATRIX=0: containerd 1.6 only (RUNTIME picks another one).
 MATRIX ?= 1
-test: lint unit fuzz $(if $(filter 1,$(MATRIX)),matrix,e2e conformance) ## the whole suite: lint, unit (race), fuzzing, and as root the runtime matrix (e2e + critest direct vs through crishim on containerd 1.6, 2.x, CRI-O)
+test: lint rules unit fuzz $(if $(filter 1,$(MATRIX)),matrix,e2e conformance) ## the whole suite: lint, alert rules, unit (race), fuzzing, and as root the runtime matrix (e2e + critest direct vs through crishim on containerd 1.6, 2.x, CRI-O)
+
+PROMTOOL ?= promtool
+ALERT_RULES := configs/prometheus/crishim-alerts.yaml
+
+rules: ## check the Prometheus alerting rules and run their unit tests (promtool; Debian: apt-get install prometheus)
+	$(PROMTOOL) check rules $(ALERT_RULES)
+	$(PROMTOOL) test rules $(ALERT_RULES:.yaml=.test.yaml)
 
 unit: ## unit and integration tests against the in-process fake runtime, with the race detector
 	$(GO) test -race -count=1 $(PKGS)
@@ -67,4 +74,4 @@ clean: ## remove build output
 
 include test/bed/bed.mk
 
-.PHONY: help build test unit lint bench fuzz install clean
+.PHONY: help build test rules unit lint bench fuzz install clean

@@ -3,6 +3,7 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/crishim/crishim/test/daemontest"
 	"github.com/crishim/crishim/test/fakecri"
@@ -155,6 +157,142 @@ images:
 			t.Errorf("%s is in README.md's metrics reference but not served", name)
 		}
 	}
+
+	checkDashboardAndAlerts(t, page)
+}
+
+// checkDashboardAndAlerts checks that every metric the Grafana dashboard
+// and the Prometheus alerting rules under configs/ query is on page (a
+// scrape of crishim with every feature on), so that renaming a metric
+// cannot silently leave a panel empty or an alert unable to fire.
+func checkDashboardAndAlerts(t *testing.T, page []byte) {
+	t.Helper()
+	types := map[string]string{} // every family on the page, go_ and process_ included
+	for _, m := range regexp.MustCompile(`(?m)^# TYPE (\w+) (\w+)$`).FindAllSubmatch(page, -1) {
+		types[string(m[1])] = string(m[2])
+	}
+	const (
+		dashboard = "configs/grafana/crishim-dashboard.json"
+		alerts    = "configs/prometheus/crishim-alerts.yaml"
+	)
+	exprs := map[string][]string{dashboard: dashboardExprs(t, "../../../"+dashboard), alerts: ruleExprs(t, "../../../"+alerts)}
+	name := regexp.MustCompile(`\b(?:crishim|go|process)_[a-z0-9_]+`)
+	for _, file := range []string{dashboard, alerts} {
+		if len(exprs[file]) == 0 {
+			t.Errorf("%s: no queries found", file)
+		}
+		used := map[string]bool{}
+		for _, e := range exprs[file] {
+			for _, n := range name.FindAllString(e, -1) {
+				used[n] = true
+			}
+		}
+		if !used["crishim_upstream_up"] {
+			t.Errorf("%s: queries do not name crishim_upstream_up: not parsed right?", file)
+		}
+		for _, n := range sortedKeys(used) {
+			if !servedSeries(types, n) {
+				t.Errorf("%s uses %s, which crishim does not serve", file, n)
+			}
+		}
+	}
+}
+
+// servedSeries reports whether a query's metric name n is served: a family
+// on the page, or a _bucket, _sum or _count series of a histogram.
+func servedSeries(types map[string]string, n string) bool {
+	if _, ok := types[n]; ok {
+		return true
+	}
+	for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+		if base, ok := strings.CutSuffix(n, suffix); ok && types[base] == "histogram" {
+			return true
+		}
+	}
+	return false
+}
+
+// dashboardExprs returns the queries of a Grafana dashboard: every panel
+// target's expr (rows' nested panels included) and the template
+// variables' queries.
+func dashboardExprs(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels     []any `json:"panels"`
+		Templating struct {
+			List []struct {
+				Type       string `json:"type"`
+				Definition string `json:"definition"`
+				Query      any    `json:"query"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(data, &d); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	var out []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, x := range v {
+				if s, ok := x.(string); ok && k == "expr" {
+					out = append(out, s)
+				}
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	walk(d.Panels)
+	for _, v := range d.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		out = append(out, v.Definition)
+		switch q := v.Query.(type) {
+		case string:
+			out = append(out, q)
+		case map[string]any:
+			if s, ok := q["query"].(string); ok {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// ruleExprs returns the expr of every rule of a Prometheus rule file.
+func ruleExprs(t *testing.T, path string) []string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Groups []struct {
+			Rules []struct {
+				Expr string `json:"expr"`
+			} `json:"rules"`
+		} `json:"groups"`
+	}
+	if err := yaml.Unmarshal(data, &f); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	var out []string
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			out = append(out, r.Expr)
+		}
+	}
+	return out
 }
 
 func scrape(t *testing.T, addr string) []byte {

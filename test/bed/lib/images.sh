@@ -11,6 +11,8 @@
 IMAGES_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../images" && pwd)
 BUSYBOX_IMAGE=$REGISTRY/busybox:1.35
 PRIVATE_IMAGE=$AUTH_REGISTRY/private/busybox:1.35
+# a private image whose ID no public image shares (a label of its own), for image access
+PRIVATE_APP_IMAGE=$AUTH_REGISTRY/private/app:1
 # the last image pushed: when it is there with the current stamp, everything is
 LAST_IMAGE=$REGISTRY/k8s-staging-cri-tools/test-image-predefined-group:latest
 
@@ -135,5 +137,6 @@ build_images() {
   # --- a private copy behind htpasswd ---
   crane auth login "$AUTH_REGISTRY" -u "$AUTH_USER" -p "$AUTH_PASS"
   crane copy --insecure "$BUSYBOX_IMAGE" "$PRIVATE_IMAGE" >/dev/null
-  echo "  pushed $PRIVATE_IMAGE"
+  crane mutate --insecure "$BUSYBOX_IMAGE" --label io.crishim.test=private-app -t "$PRIVATE_APP_IMAGE" >/dev/null
+  echo "  pushed $PRIVATE_IMAGE and $PRIVATE_APP_IMAGE"
 }

@@ -37,12 +37,14 @@ import _ "$import"
 GOSRC
 }
 
+# BED_CRITEST=0 leaves critest out (the demo does not run it).
 build_cri_tools() {
-  if have_tool crictl "$CRI_TOOLS_VERSION" && have_tool critest "$CRI_TOOLS_VERSION"; then
-    echo "crictl, critest $CRI_TOOLS_VERSION: cached"
+  local want_critest=${BED_CRITEST:-1}
+  if have_tool crictl "$CRI_TOOLS_VERSION" && { [ "$want_critest" = 0 ] || have_tool critest "$CRI_TOOLS_VERSION"; }; then
+    echo "crictl$([ "$want_critest" = 0 ] || echo ", critest") $CRI_TOOLS_VERSION: cached"
     return
   fi
-  log "build crictl + critest $CRI_TOOLS_VERSION"
+  log "build crictl$([ "$want_critest" = 0 ] || echo " + critest") $CRI_TOOLS_VERSION"
   local dir=$BED_CACHE/src/cri-tools
   scratch_module "$dir" crishim.test/critools "sigs.k8s.io/cri-tools $CRI_TOOLS_VERSION" sigs.k8s.io/cri-tools/cmd/crictl
   local ldf="-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRI_TOOLS_VERSION"
@@ -50,10 +52,12 @@ build_cri_tools() {
     cd "$dir" || exit
     go mod tidy
     time go build -trimpath -ldflags "$ldf" -o "$BED_BIN/crictl" sigs.k8s.io/cri-tools/cmd/crictl
-    time go test -c -trimpath -ldflags "$ldf" -o "$BED_BIN/critest" sigs.k8s.io/cri-tools/cmd/critest
+    if [ "$want_critest" != 0 ]; then
+      time go test -c -trimpath -ldflags "$ldf" -o "$BED_BIN/critest" sigs.k8s.io/cri-tools/cmd/critest
+    fi
   )
   stamp_tool crictl "$CRI_TOOLS_VERSION"
-  stamp_tool critest "$CRI_TOOLS_VERSION"
+  if [ "$want_critest" != 0 ]; then stamp_tool critest "$CRI_TOOLS_VERSION"; fi
 }
 
 build_crane() {
