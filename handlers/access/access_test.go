@@ -76,6 +76,17 @@ func registryFake(f *fakecri.Server) {
 	}})
 	f.Script(runtimeapi.ImageService_ImageStatus_FullMethodName, fakecri.Script{Respond: func(req proto.Message) (proto.Message, error) {
 		img := req.(*runtimeapi.ImageStatusRequest).GetImage().GetImage()
+		if strings.HasPrefix(img, "sha256:") {
+			// by ID: every image of the test is on the node, under the
+			// names that have that ID
+			var tags []string
+			for name, id := range imageIDs {
+				if id == img {
+					tags = append(tags, name)
+				}
+			}
+			return &runtimeapi.ImageStatusResponse{Image: &runtimeapi.Image{Id: img, RepoTags: tags}}, nil
+		}
 		if strings.HasPrefix(img, "registry.example/private/app@sha256:") {
 			img = privateImage // a digest reference of the same image, as the runtime resolves it
 		}
@@ -291,18 +302,20 @@ func TestCorruptRecordIsConservative(t *testing.T) {
 	}
 	a := access.New(store, nil, shimtest.DiscardLogger())
 	a.Set(&access.Config{}, policy, true)
-	next := func(context.Context, *runtimeapi.CreateContainerRequest) (*runtimeapi.CreateContainerResponse, error) {
-		return &runtimeapi.CreateContainerResponse{ContainerId: "c"}, nil
+	e := shimtest.Start(t, registryFake, prometheus.NewRegistry(), a.Handlers()...)
+	a.Start(runtimeapi.NewImageServiceClient(e.Srv.ClientConn(shim.ImageUpstream)), 0)
+	t.Cleanup(a.Stop)
+	create := func(image string) error {
+		_, err := e.RC.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{
+			Config:        &runtimeapi.ContainerConfig{Image: &runtimeapi.ImageSpec{Image: imageIDs[image], UserSpecifiedImage: image}},
+			SandboxConfig: sandbox("team-a"),
+		})
+		return err
 	}
-	req := &runtimeapi.CreateContainerRequest{
-		Config:        &runtimeapi.ContainerConfig{Image: &runtimeapi.ImageSpec{Image: imageIDs[privateImage], UserSpecifiedImage: privateImage}},
-		SandboxConfig: sandbox("team-a"),
-	}
-	if _, err := a.CreateContainer(context.Background(), req, next); status.Code(err) != codes.PermissionDenied {
+	if err := create("registry.example/private/other:1"); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("restricted image without a record after a lost record: %v, want PermissionDenied", err)
 	}
-	req.Config.Image = &runtimeapi.ImageSpec{Image: imageIDs[publicImage], UserSpecifiedImage: publicImage}
-	if _, err := a.CreateContainer(context.Background(), req, next); err != nil {
+	if err := create(publicImage); err != nil {
 		t.Errorf("unrestricted image after a lost record: %v", err)
 	}
 }
@@ -333,4 +346,66 @@ func TestImageUnderSeveralRegistries(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReviewFindings are the regressions of an outside review's findings:
+// an image named by its ID to dodge the unknown-image check, a namespace
+// taken out of the policy keeping the access its node-credential pulls gave
+// it, and a record forced to evict restricted images.
+func TestReviewFindings(t *testing.T) {
+	restrictedUnknown := "registry.example/private/other:1"
+	t.Run("an ID as the pod's image does not dodge unknownImages: deny", func(t *testing.T) {
+		e := newEnv(t, t.TempDir(), &access.Config{UnknownImages: access.UnknownDeny})
+		for _, user := range []string{restrictedUnknown, imageIDs[restrictedUnknown], strings.TrimPrefix(imageIDs[restrictedUnknown], "sha256:"), ""} {
+			_, err := e.RC.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{
+				Config:        &runtimeapi.ContainerConfig{Image: &runtimeapi.ImageSpec{Image: imageIDs[restrictedUnknown], UserSpecifiedImage: user}},
+				SandboxConfig: sandbox("other"),
+			})
+			if status.Code(err) != codes.PermissionDenied {
+				t.Errorf("user-specified image %q: %v, want PermissionDenied", user, err)
+			}
+		}
+	})
+	t.Run("a namespace taken out of the policy loses node-credential access, not its own", func(t *testing.T) {
+		e := newEnv(t, t.TempDir(), &access.Config{})
+		if err := e.pull(t, privateImage, "team-a", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.pull(t, privateImage, "team-b", &runtimeapi.AuthConfig{Username: "robot", Password: goodPassword}); err != nil {
+			t.Fatal(err)
+		}
+		// a reload: no namespace may use the node's credentials any more
+		e.access.Set(&access.Config{}, credentials.Policy{{Registries: []string{"registry.example"}}}, false)
+		if err := e.create(privateImage, "team-a", false); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("team-a after the policy dropped it: %v, want PermissionDenied", err)
+		}
+		if err := e.create(privateImage, "team-b", false); err != nil {
+			t.Errorf("team-b, proven with its own credentials: %v", err)
+		}
+	})
+	t.Run("an eviction makes images without a record restricted", func(t *testing.T) {
+		store, err := access.Open(t.TempDir(), access.Limits{MaxImages: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := access.New(store, nil, shimtest.DiscardLogger())
+		a.Set(&access.Config{}, policy, false)
+		hs := append(a.Handlers(), credentials.NewInjector(node{}, policy, nil, shimtest.DiscardLogger()).Handler())
+		e := &env{Env: shimtest.Start(t, registryFake, prometheus.NewRegistry(), hs...), access: a, store: store}
+		a.Start(runtimeapi.NewImageServiceClient(e.Srv.ClientConn(shim.ImageUpstream)), 0)
+		t.Cleanup(a.Stop)
+		if err := e.pull(t, restrictedUnknown, "team-a", nil); err != nil {
+			t.Fatal(err)
+		}
+		// a tenant pulls another image: the record is full, the first image is evicted
+		if err := e.pull(t, publicImage, "other", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.create(restrictedUnknown, "other", false); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("evicted restricted image in other: %v, want PermissionDenied", err)
+		}
+		if err := e.create(publicImage, "other", false); err != nil {
+			t.Errorf("the public image: %v", err)
+		}
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/sirupsen/logrus"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/handlers/registry"
@@ -24,22 +25,30 @@ func (a *Access) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 	}
 	image, ref := req.GetImage().GetImage(), resp.GetImageRef()
 	ns := req.GetSandboxConfig().GetMetadata().GetNamespace()
-	if image == "" || ref == "" || ns == "" {
+	if image == "" || ref == "" {
 		return resp, nil
 	}
 	// Runtimes answer with the image ID (containerd) or a reference to it;
 	// the record is by ID, which is what the kubelet's CreateContainer
-	// names and what ImageStatus reports.
-	id, rerr := a.resolve(ctx, ref)
+	// names and what ImageStatus reports. Resolved afresh: the pull may have
+	// moved a tag.
+	id, rerr := a.resolveFresh(ctx, ref)
 	if rerr != nil {
 		a.metrics.failed("resolve")
 		a.log.WithFields(logrus.Fields{"image": image, "image_ref": ref, "namespace": ns}).WithError(rerr).
 			Warn("image access: could not resolve a pulled image to its ID; the pull is not recorded")
 		return resp, nil
 	}
-	a.resolved.put(image, id)
+	a.resolved.put(image, id) // every pull, with a pod or not: the tag may have moved
+	if ns == "" {
+		return resp, nil
+	}
+	// The pod's own credentials arrive with the request; anything else
+	// (node credentials injected after this feature, or none) holds only
+	// while the policy grants them to the namespace.
+	own := hasAuth(req.GetAuth())
 	reg := registry.Parse(image).Registry
-	changed, werr := a.store.Record(imageKey(id), reg, ns)
+	changed, werr := a.store.Record(imageKey(id), reg, ns, own)
 	fields := logrus.Fields{"image": image, "image_id": id, "registry": reg, "namespace": ns}
 	switch {
 	case werr != nil:
@@ -49,4 +58,8 @@ func (a *Access) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 		a.log.WithFields(fields).Debug("image access: namespace proved access to the image")
 	}
 	return resp, nil
+}
+
+func hasAuth(a *runtimeapi.AuthConfig) bool {
+	return a != nil && !proto.Equal(a, &runtimeapi.AuthConfig{})
 }

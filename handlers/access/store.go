@@ -126,6 +126,8 @@ type Store struct {
 
 	mu     sync.RWMutex
 	images map[string]*entry
+	// evictions counts images evicted by MaxImages.
+	evictions int
 	// gen counts changes; a write saves the snapshot of one generation.
 	gen uint64
 
@@ -141,6 +143,11 @@ type Store struct {
 type entry struct {
 	registries map[string]struct{}
 	namespaces map[string]struct{}
+	// own are the namespaces that proved access with credentials of their
+	// own (an imagePullSecret): their proof holds whatever the policy says
+	// later; the others' holds only while the policy grants them the node's
+	// credentials for the registry.
+	own map[string]struct{}
 	// updated is when the entry last changed, in UTC, as saved.
 	updated time.Time
 	// seen is when a Record last named the image, changed or not; it is
@@ -150,7 +157,8 @@ type entry struct {
 }
 
 // fileFormat is the file: {"version": 1, "images": {"sha256:...":
-// {"registries": ["..."], "namespaces": ["a", "b"], "updated": "RFC 3339"}}}.
+// {"registries": ["..."], "namespaces": ["a", "b"], "ownCredentials": ["b"],
+// "updated": "RFC 3339"}}}.
 type fileFormat struct {
 	Version int                  `json:"version"`
 	Images  map[string]fileEntry `json:"images"`
@@ -159,6 +167,7 @@ type fileFormat struct {
 type fileEntry struct {
 	Registries []string  `json:"registries"`
 	Namespaces []string  `json:"namespaces"`
+	Own        []string  `json:"ownCredentials,omitempty"`
 	Updated    time.Time `json:"updated"`
 }
 
@@ -314,6 +323,10 @@ func parse(data []byte) (images map[string]*entry, reason string, cause error) {
 		for _, r := range fe.Registries {
 			e.registries[r] = struct{}{}
 		}
+		e.own = make(map[string]struct{}, len(fe.Own))
+		for _, ns := range fe.Own {
+			e.own[ns] = struct{}{}
+		}
 		images[id] = e
 	}
 	return images, "", nil
@@ -395,7 +408,7 @@ func (s *Store) Len() int {
 // kept in memory, and the file gets it with the next successful save, since
 // a pull must not fail because a disk is full. Empty imageID or namespace
 // is an error and changes nothing.
-func (s *Store) Record(imageID, registry, namespace string) (changed bool, err error) {
+func (s *Store) Record(imageID, registry, namespace string, ownCredentials bool) (changed bool, err error) {
 	if imageID == "" || namespace == "" {
 		return false, fmt.Errorf("recording image access: empty image ID (%q) or namespace (%q)", imageID, namespace)
 	}
@@ -407,13 +420,17 @@ func (s *Store) Record(imageID, registry, namespace string) (changed bool, err e
 		for len(s.images) >= s.limits.MaxImages {
 			s.evictLocked()
 		}
-		e = &entry{registries: map[string]struct{}{registry: {}}, namespaces: map[string]struct{}{namespace: {}}}
+		e = &entry{registries: map[string]struct{}{registry: {}}, namespaces: map[string]struct{}{namespace: {}}, own: map[string]struct{}{}}
+		if ownCredentials {
+			e.own[namespace] = struct{}{}
+		}
 		s.images[imageID] = e
 	default:
 		e.seen = now
 		_, known := e.namespaces[namespace]
 		_, knownRegistry := e.registries[registry]
-		if known && knownRegistry {
+		_, knownOwn := e.own[namespace]
+		if known && knownRegistry && (knownOwn || !ownCredentials) {
 			s.mu.Unlock()
 			return false, nil
 		}
@@ -423,6 +440,9 @@ func (s *Store) Record(imageID, registry, namespace string) (changed bool, err e
 		}
 		e.namespaces[namespace] = struct{}{}
 		e.registries[registry] = struct{}{}
+		if ownCredentials {
+			e.own[namespace] = struct{}{}
+		}
 	}
 	e.updated, e.seen = now.UTC(), now
 	return true, s.saveUnlock()
@@ -439,19 +459,32 @@ func (s *Store) evictLocked() {
 		}
 	}
 	delete(s.images, oldest)
+	s.evictions++
+}
+
+// Evictions reports how many images were evicted to keep the record within
+// MaxImages since Open. An evicted image is unknown again, which any
+// namespace able to pull enough distinct images could use to open a
+// restricted one: the caller treats the node as conservative once this is
+// not zero.
+func (s *Store) Evictions() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.evictions
 }
 
 // Lookup returns the registries an image was pulled from and the
-// namespaces that proved access to it, both sorted; ok is false when the
-// image is unknown.
-func (s *Store) Lookup(imageID string) (registries, namespaces []string, ok bool) {
+// namespaces that proved access to it, and those of them that proved it
+// with their own credentials, all sorted; ok is false when the image is
+// unknown.
+func (s *Store) Lookup(imageID string) (registries, namespaces, own []string, ok bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	e := s.images[imageID]
 	if e == nil {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
-	return sortedSet(e.registries), sortedNamespaces(e), true
+	return sortedSet(e.registries), sortedNamespaces(e), sortedSet(e.own), true
 }
 
 // Allowed reports whether the image is known (some namespace pulled it
@@ -507,7 +540,7 @@ func (s *Store) saveUnlock() error {
 	gen := s.gen
 	f := fileFormat{Version: FileVersion, Images: make(map[string]fileEntry, len(s.images))}
 	for id, e := range s.images {
-		f.Images[id] = fileEntry{Registries: sortedSet(e.registries), Namespaces: sortedNamespaces(e), Updated: e.updated}
+		f.Images[id] = fileEntry{Registries: sortedSet(e.registries), Namespaces: sortedNamespaces(e), Own: sortedSet(e.own), Updated: e.updated}
 	}
 	s.mu.Unlock()
 	data, err := json.MarshalIndent(f, "", "  ")

@@ -41,7 +41,7 @@ func mustOpen(t *testing.T, dir string, limits Limits) *Store {
 // without error.
 func mustRecord(t *testing.T, s *Store, imageID, registry, namespace string, wantChanged bool) {
 	t.Helper()
-	changed, err := s.Record(imageID, registry, namespace)
+	changed, err := s.Record(imageID, registry, namespace, false)
 	if err != nil || changed != wantChanged {
 		t.Fatalf("Record(%s, %s, %s) = %v, %v; want %v, nil", imageID, registry, namespace, changed, err, wantChanged)
 	}
@@ -51,7 +51,7 @@ func mustRecord(t *testing.T, s *Store, imageID, registry, namespace string, wan
 func lookupAll(s *Store, ids ...string) map[string]string {
 	out := map[string]string{}
 	for _, i := range ids {
-		reg, ns, ok := s.Lookup(i)
+		reg, ns, _, ok := s.Lookup(i)
 		if ok {
 			out[i] = strings.Join(reg, ",") + " " + strings.Join(ns, ",")
 		}
@@ -102,7 +102,7 @@ func TestRecordRules(t *testing.T) {
 		{"", nil, nil, false},
 	}
 	for _, tc := range lookups {
-		reg, ns, ok := s.Lookup(tc.image)
+		reg, ns, _, ok := s.Lookup(tc.image)
 		if !reflect.DeepEqual(reg, tc.wantReg) || !reflect.DeepEqual(ns, tc.wantNS) || ok != tc.wantOK {
 			t.Errorf("Lookup(%s) = %q, %q, %v; want %q, %q, %v", tc.image, reg, ns, ok, tc.wantReg, tc.wantNS, tc.wantOK)
 		}
@@ -133,7 +133,7 @@ func TestRecordRules(t *testing.T) {
 	}
 
 	// Lookup returns a copy: changing it does not change the record.
-	_, ns, _ := s.Lookup(imageIDOf("a"))
+	_, ns, _, _ := s.Lookup(imageIDOf("a"))
 	ns[0] = "team-z"
 	if known, ok := s.Allowed(imageIDOf("a"), "team-z"); !known || ok {
 		t.Errorf("changing Lookup's result changed the record")
@@ -144,7 +144,7 @@ func TestRecordRefusesEmptyArguments(t *testing.T) {
 	dir := t.TempDir()
 	s := mustOpen(t, dir, Limits{})
 	for _, tc := range []struct{ image, ns string }{{"", "team-a"}, {imageIDOf("a"), ""}, {"", ""}} {
-		changed, err := s.Record(tc.image, "docker.io", tc.ns)
+		changed, err := s.Record(tc.image, "docker.io", tc.ns, false)
 		if err == nil || changed {
 			t.Errorf("Record(%q, docker.io, %q) = %v, %v; want false and an error", tc.image, tc.ns, changed, err)
 		}
@@ -157,7 +157,7 @@ func TestRecordRefusesEmptyArguments(t *testing.T) {
 	}
 	// An empty registry is the caller's to give: it is kept as given.
 	mustRecord(t, s, imageIDOf("a"), "", "team-a", true)
-	if reg, _, ok := s.Lookup(imageIDOf("a")); !ok || !reflect.DeepEqual(reg, []string{""}) {
+	if reg, _, _, ok := s.Lookup(imageIDOf("a")); !ok || !reflect.DeepEqual(reg, []string{""}) {
 		t.Errorf("Lookup = %q, %v; want \"\", true", reg, ok)
 	}
 }
@@ -293,7 +293,7 @@ func TestCrashBetweenWriteAndRename(t *testing.T) {
 				t.Fatalf("recovered %v, want the simulated crash", r)
 			}
 		}()
-		s.Record(imageIDOf("a"), "docker.io", "team-b")
+		s.Record(imageIDOf("a"), "docker.io", "team-b", false)
 	}()
 	beforeRename = nil
 
@@ -323,7 +323,7 @@ func TestSaveErrorKeepsChangeInMemory(t *testing.T) {
 
 	disk := errors.New("no space left on device")
 	setBeforeRename(t, func() error { return disk })
-	changed, err := s.Record(imageIDOf("a"), "docker.io", "team-b")
+	changed, err := s.Record(imageIDOf("a"), "docker.io", "team-b", false)
 	if !changed || !errors.Is(err, disk) || !strings.Contains(err.Error(), s.Path()) {
 		t.Fatalf("Record = %v, %v; want true and an error naming %s and wrapping %v", changed, err, s.Path(), disk)
 	}
@@ -536,7 +536,7 @@ func TestMaxNamespacesPerImage(t *testing.T) {
 	mustRecord(t, s, imageIDOf("a"), "docker.io", "team-b", true)
 	writes := s.writes
 
-	changed, err := s.Record(imageIDOf("a"), "docker.io", "team-c")
+	changed, err := s.Record(imageIDOf("a"), "docker.io", "team-c", false)
 	if changed || !errors.Is(err, ErrTooManyNamespaces) {
 		t.Fatalf("Record of a third namespace = %v, %v; want false, %v", changed, err, ErrTooManyNamespaces)
 	}
@@ -552,7 +552,7 @@ func TestMaxNamespacesPerImage(t *testing.T) {
 	// Namespaces already there and other images are not affected.
 	mustRecord(t, s, imageIDOf("a"), "docker.io", "team-b", false)
 	mustRecord(t, s, imageIDOf("b"), "docker.io", "team-c", true)
-	if _, ns, _ := s.Lookup(imageIDOf("a")); !reflect.DeepEqual(ns, []string{"team-a", "team-b"}) {
+	if _, ns, _, _ := s.Lookup(imageIDOf("a")); !reflect.DeepEqual(ns, []string{"team-a", "team-b"}) {
 		t.Errorf("namespaces of a = %q, want [team-a team-b]", ns)
 	}
 }
@@ -703,7 +703,7 @@ func TestConcurrentRecordAndAllowed(t *testing.T) {
 			ns := fmt.Sprintf("ns-%02d", g)
 			for i := 0; i < images; i++ {
 				img := imageIDOf(fmt.Sprint(i))
-				if _, err := s.Record(img, "docker.io", ns); err != nil {
+				if _, err := s.Record(img, "docker.io", ns, false); err != nil {
 					t.Errorf("Record: %v", err)
 				}
 				if known, ok := s.Allowed(img, ns); !known || !ok {
@@ -722,7 +722,7 @@ func TestConcurrentRecordAndAllowed(t *testing.T) {
 	// The file is the last change: every namespace of every image.
 	s2 := mustOpen(t, dir, Limits{})
 	for i := 0; i < images; i++ {
-		_, ns, _ := s2.Lookup(imageIDOf(fmt.Sprint(i)))
+		_, ns, _, _ := s2.Lookup(imageIDOf(fmt.Sprint(i)))
 		if len(ns) != goroutines {
 			t.Errorf("image %d has %d namespaces after re-Open, want %d", i, len(ns), goroutines)
 		}

@@ -108,20 +108,21 @@ func (d *DockerConfig) Lookup(_ context.Context, image string) []Credential {
 		d.log.WithField("image", image).Debug("image reference does not parse; no docker config credentials")
 		return nil
 	}
-	ring := d.current()
+	ring, from := d.current()
 	creds := ring.lookup(repo)
-	d.log.WithFields(logrus.Fields{"image": image, "file": d.from, "credentials": len(creds)}).Trace("docker config lookup")
+	d.log.WithFields(logrus.Fields{"image": image, "file": from, "credentials": len(creds)}).Trace("docker config lookup")
 	return creds
 }
 
-// current returns the keyring, re-reading the files when one of them changed
-// since the last check (at most one check a second).
-func (d *DockerConfig) current() *keyring {
+// current returns the keyring and the file it came from, re-reading the
+// files when one of them changed since the last check (at most one check a
+// second).
+func (d *DockerConfig) current() (*keyring, string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := d.now()
 	if d.loaded && now.Sub(d.checkedAt) < dockerConfigRecheck {
-		return d.ring
+		return d.ring, d.from
 	}
 	d.checkedAt = now
 	seen := make([]configfile.Stamp, len(d.paths))
@@ -129,12 +130,12 @@ func (d *DockerConfig) current() *keyring {
 		seen[i] = configfile.StampOf(p)
 	}
 	if d.loaded && slices.Equal(d.seen, seen) {
-		return d.ring
+		return d.ring, d.from
 	}
 	d.seen = seen
 	d.loaded = true
 	d.ring, d.from = d.read()
-	return d.ring
+	return d.ring, d.from
 }
 
 // read builds the keyring from the first valid file, as the kubelet's

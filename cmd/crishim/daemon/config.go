@@ -43,6 +43,8 @@ type Config struct {
 	Routing  routing.Routing          `json:"routing,omitempty"`
 	// Images configures PullImage; without it PullImage passes through.
 	Images ImagesConfig `json:"images,omitempty"`
+	// loaded is the config file's stamp taken before LoadConfig read it.
+	loaded configfile.Stamp
 }
 
 // ImagesConfig is the images section.
@@ -147,6 +149,9 @@ func DefaultConfig() *Config {
 // path may be absent). It does not validate the result: see Validate.
 func LoadConfig(path string, optional bool) (*Config, error) {
 	cfg := DefaultConfig()
+	// Stamped before it is read, so that Run's reloader notices a change
+	// made while or after it is read (see Run).
+	cfg.loaded = configfile.StampOf(path)
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) && optional {
 		return cfg, nil

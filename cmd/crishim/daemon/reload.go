@@ -54,7 +54,9 @@ func (r *reloader) stamps() []configfile.Stamp {
 	return out
 }
 
-func newReloader(path string, n *node, reg prometheus.Registerer, log *logrus.Logger) (*reloader, error) {
+// newReloader starts watching from initial, the stamps of watched() taken
+// before the running configuration was read.
+func newReloader(path string, n *node, reg prometheus.Registerer, log *logrus.Logger, initial []configfile.Stamp) (*reloader, error) {
 	r := &reloader{
 		path: path, node: n, log: log,
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -75,7 +77,7 @@ func newReloader(path string, n *node, reg prometheus.Registerer, log *logrus.Lo
 	}
 	r.lastOK.Set(1)
 	r.lastOKTime.SetToCurrentTime()
-	r.seen = r.stamps()
+	r.seen = initial
 	r.requests = make(chan struct{}, 1)
 	return r, nil
 }
@@ -110,7 +112,17 @@ func (r *reloader) run(ctx context.Context) {
 // reload applies the file if it is valid, and reports what it could not
 // apply without a restart.
 func (r *reloader) reload() {
-	defer func() { r.seen = r.stamps() }() // of the files the new config names
+	// Stamped before the files are read: a change made while they are read
+	// (a non-atomic write caught half-way) differs from these stamps and
+	// is reloaded at the next check, never lost.
+	before, watched := r.stamps(), r.watched()
+	defer func() {
+		if slices.Equal(watched, r.watched()) {
+			r.seen = before
+		} else {
+			r.seen = r.stamps() // the new config names other files
+		}
+	}()
 	_, _ = systemd.SdNotify(false, systemd.SdNotifyReloading)
 	defer systemd.SdNotify(false, systemd.SdNotifyReady)
 	err := r.apply()

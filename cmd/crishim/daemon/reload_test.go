@@ -310,3 +310,33 @@ func TestReloadTurnsImageAccessOn(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestChangeBetweenLoadAndWatchIsReloaded: a file changed after crishim
+// read it but before the reloader watched it (at start, or while a reload
+// reads it) was never reloaded, because the stamps were taken after the
+// read. They are taken before it now.
+func TestChangeBetweenLoadAndWatchIsReloaded(t *testing.T) {
+	old := watchInterval
+	watchInterval = 20 * time.Millisecond
+	defer func() { watchInterval = old }()
+	r := newRig(t)
+	base := r.Base() + "handlers:\n  - name: runc\n    default: true\n"
+	path := daemontest.WriteConfig(t, base)
+	cfg := loadValid(t, path)
+	// changed after the load, before Run starts watching
+	if err := os.WriteFile(path, []byte(base+"routing:\n  rules:\n    - name: edit\n      match: {namespaces: [edited]}\n      deny: edited before the watch\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rc := r.startLoaded(t, cfg, path, io.Discard).rc
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := rc.RunPodSandbox(context.Background(), pod("edited"))
+		if status.Code(err) == codes.PermissionDenied {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("RunPodSandbox(edited) = %v, want PermissionDenied from the edit made before the watch", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

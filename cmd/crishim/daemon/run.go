@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sirupsen/logrus"
 
+	"github.com/crishim/crishim/handlers/configfile"
 	"github.com/crishim/crishim/shim"
 )
 
@@ -114,6 +115,13 @@ func Run(ctx context.Context, cfg *Config, configPath string, log *logrus.Logger
 		}
 	}()
 
+	// The files the configuration was read from, as they were before they
+	// were read (the config by LoadConfig, the credential-provider config
+	// by build): a change made meanwhile is reloaded at the first check.
+	initial := []configfile.Stamp{cfg.loaded}
+	if cc := cfg.Images.Credentials; cc != nil && cc.Providers != nil {
+		initial = append(initial, configfile.StampOf(cc.Providers.Config))
+	}
 	inst, err := build(cfg, log, false)
 	if err != nil {
 		return err
@@ -121,7 +129,7 @@ func Run(ctx context.Context, cfg *Config, configPath string, log *logrus.Logger
 	defer inst.close()
 	n, srv, reg := inst.node, inst.srv, inst.reg
 	n.start(srv)
-	rl, err := newReloader(configPath, n, reg, log)
+	rl, err := newReloader(configPath, n, reg, log, initial)
 	if err != nil {
 		return err
 	}

@@ -59,8 +59,13 @@ type serving struct {
 // test, and returns once it answers calls.
 func (r *rig) start(t *testing.T, config string, logs io.Writer) *serving {
 	t.Helper()
+	return r.startLoaded(t, loadValid(t, config), config, logs)
+}
+
+// startLoaded is start with the configuration already loaded from config.
+func (r *rig) startLoaded(t *testing.T, cfg *Config, config string, logs io.Writer) *serving {
+	t.Helper()
 	ctx := context.Background()
-	cfg := loadValid(t, config)
 	s := &serving{sigs: make(chan os.Signal, 8), finished: make(chan struct{})}
 	go func() {
 		s.err = Run(ctx, cfg, config, NewLogger(cfg.Log, logs), s.sigs)
