@@ -23,9 +23,13 @@ import (
 // node is a running crishim's configurable parts: what Run builds from the
 // configuration and what a reload changes in place.
 type node struct {
-	log   *logrus.Logger
-	cfg   atomic.Pointer[Config]
-	grace atomic.Int64 // shutdownGracePeriod, ns
+	log *logrus.Logger
+	cfg atomic.Pointer[Config]
+	// started is the configuration at start: settings that need a restart
+	// are compared with it, not with the last reload, so that every reload
+	// keeps saying they are not applied.
+	started *Config
+	grace   atomic.Int64 // shutdownGracePeriod, ns
 
 	access    *access.Access         // nil without images.access
 	lostState bool                   // the access record was corrupt at start
@@ -74,6 +78,7 @@ func (n *node) handlers() []shim.Handler {
 func newNode(cfg *Config, log *logrus.Logger, reg prometheus.Registerer, checkOnly bool) (*node, []shim.Option, error) {
 	n := &node{log: log, labels: registry.NewLabels(cfg.Metrics.MaxRegistryLabels)}
 	n.cfg.Store(cfg)
+	n.started = cfg
 	n.grace.Store(int64(cfg.gracePeriod()))
 	methods := shim.NewMethods()
 	m, err := metrics.New(reg, methods)
@@ -182,7 +187,10 @@ func (n *node) gracePeriod() time.Duration { return time.Duration(n.grace.Load()
 // restartOnly lists the settings of next that differ from the running ones
 // but cannot change without a restart.
 func (n *node) restartOnly(next *Config) []string {
-	cur := n.cfg.Load()
+	cur := n.started
+	if cur == nil {
+		cur = n.cfg.Load()
+	}
 	var keys []string
 	diff := func(key string, changed bool) {
 		if changed {

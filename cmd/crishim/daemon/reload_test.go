@@ -141,6 +141,13 @@ func TestReloadReportsRestartOnly(t *testing.T) {
 	if keys := n.restartOnly(&next); len(keys) != 2 || !strings.Contains(keys[1], "images.pulls") {
 		t.Errorf("turning scheduling on: %v", keys)
 	}
+	// After a reload applied the rest, the next reload of the same file
+	// still says the restart-only setting is not applied.
+	n.started = cfg
+	n.cfg.Store(&next)
+	if keys := n.restartOnly(&next); len(keys) != 2 || keys[0] != "runtimeEndpoint" {
+		t.Errorf("second reload of the same file: %v, want runtimeEndpoint still reported", keys)
+	}
 }
 
 // TestReloadOnFileChange: editing the file is enough, no signal needed.
