@@ -4,9 +4,9 @@ import (
 	"context"
 
 	"github.com/sirupsen/logrus"
-	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/handlers/credentials"
 	"github.com/crishim/crishim/handlers/registry"
 	"github.com/crishim/crishim/shim"
 )
@@ -46,7 +46,7 @@ func (a *Access) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 	// The pod's own credentials arrive with the request; anything else
 	// (node credentials injected after this feature, or none) holds only
 	// while the policy grants them to the namespace.
-	own := hasAuth(req.GetAuth())
+	own := credentials.HasAuth(req.GetAuth())
 	reg := registry.Parse(image).Registry
 	changed, werr := a.store.Record(imageKey(id), reg, ns, own)
 	fields := logrus.Fields{"image": image, "image_id": id, "registry": reg, "namespace": ns}
@@ -58,8 +58,4 @@ func (a *Access) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 		a.log.WithFields(fields).Debug("image access: namespace proved access to the image")
 	}
 	return resp, nil
-}
-
-func hasAuth(a *runtimeapi.AuthConfig) bool {
-	return a != nil && !proto.Equal(a, &runtimeapi.AuthConfig{})
 }

@@ -73,10 +73,10 @@ func (i *Injector) PullImage(ctx context.Context, req *runtimeapi.PullImageReque
 	ref := registry.Parse(image)
 	ns := req.GetSandboxConfig().GetMetadata().GetNamespace()
 	st := i.state.Load()
-	if st == nil || hasAuth(req.GetAuth()) {
+	if st == nil || HasAuth(req.GetAuth()) {
 		// The pod's own pull secret (or no injection configured) wins.
 		source := "none"
-		if hasAuth(req.GetAuth()) {
+		if HasAuth(req.GetAuth()) {
 			source = "request"
 		}
 		resp, err := next(ctx, req)
@@ -134,7 +134,9 @@ func (i *Injector) count(reg, source string, err error) {
 	i.metrics.count(reg, source, result)
 }
 
-func hasAuth(a *runtimeapi.AuthConfig) bool {
+// HasAuth reports whether a pull carries credentials of its own (the pod's
+// imagePullSecret, as the kubelet passes it).
+func HasAuth(a *runtimeapi.AuthConfig) bool {
 	return a != nil && !proto.Equal(a, &runtimeapi.AuthConfig{})
 }
 

@@ -68,44 +68,16 @@ func kubeletCgroupRoot(t *testing.T, b *bed, name string) string {
 	return root
 }
 
-func kubeletConfig(criSock, dir, cgroupRoot string, port, healthz int) string {
-	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-staticPodPath: %[1]s/manifests
-fileCheckFrequency: 1s
-syncFrequency: 10s
-containerRuntimeEndpoint: unix://%[2]s
-imageServiceEndpoint: unix://%[2]s
-cgroupDriver: cgroupfs
-cgroupRoot: %[3]s
-failSwapOn: false
-failCgroupV1: false
-address: 127.0.0.1
-port: %[4]d
-healthzBindAddress: 127.0.0.1
-healthzPort: %[5]d
-readOnlyPort: 0
-authentication:
-  anonymous:
-    enabled: true
-  webhook:
-    enabled: false
-authorization:
-  mode: AlwaysAllow
-enforceNodeAllocatable: []
-protectKernelDefaults: false
-resolvConf: %[1]s/resolv.conf
-podLogsDir: %[1]s/pod-logs
-volumePluginDir: %[1]s/volume-plugins
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard:
-  memory.available: 1Mi
-  nodefs.available: 1%%
-  nodefs.inodesFree: 1%%
-  imagefs.available: 1%%
-imagePullCredentialsVerificationPolicy: NeverVerify
-`, dir, criSock, cgroupRoot, port, healthz)
+// kubeletConfig fills in the bed's kubelet configuration template (shared
+// with the demo), with the kubelet's default serial pulls.
+func kubeletConfig(t *testing.T, criSock, dir, cgroupRoot string, port, healthz int) string {
+	t.Helper()
+	tmpl, err := os.ReadFile("../bed/kubelet.yaml.in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.NewReplacer("@DIR@", dir, "@CRI_SOCK@", criSock, "@CGROUP_ROOT@", cgroupRoot,
+		"@PORT@", fmt.Sprint(port), "@HEALTHZ_PORT@", fmt.Sprint(healthz), "@SERIALIZE_PULLS@", "true").Replace(string(tmpl))
 }
 
 func staticPodManifest(b *bed) string {
@@ -164,7 +136,7 @@ func startKubeletWith(t *testing.T, b *bed, dir string, opts kubeletOptions) {
 		}
 	}
 	writeAtomic(t, filepath.Join(dir, "resolv.conf"), "nameserver 127.0.0.1\n")
-	writeAtomic(t, filepath.Join(dir, "kubelet.yaml"), kubeletConfig(opts.criSock, dir, kubeletCgroupRoot(t, b, opts.cgroupName), port, healthz))
+	writeAtomic(t, filepath.Join(dir, "kubelet.yaml"), kubeletConfig(t, opts.criSock, dir, kubeletCgroupRoot(t, b, opts.cgroupName), port, healthz))
 	logf, err := os.Create(filepath.Join(dir, "kubelet.log"))
 	if err != nil {
 		t.Fatal(err)

@@ -6,49 +6,13 @@
 DEMO_DIR=$BED_DIR/demo
 DEMO_SHARED_IMAGE=$REGISTRY/e2e-test-images/busybox:1.29-2
 
-# demo_kubelet_config DIR CGROUP_ROOT PORT HEALTHZ: a standalone kubelet (static pods, no API
-# server) on crishim's socket; see shared recipes in test/e2e/kubelet_test.go.
+# demo_kubelet_config DIR CGROUP_ROOT PORT HEALTHZ: the bed's standalone kubelet configuration
+# (test/bed/kubelet.yaml.in, shared with the e2e tests) on crishim's socket, pulling for
+# several pods at once so that crishim can merge identical pulls.
 demo_kubelet_config() {
-  cat <<EOF2
-apiVersion: kubelet.config.k8s.io/v1beta1
-kind: KubeletConfiguration
-staticPodPath: $1/manifests
-fileCheckFrequency: 1s
-syncFrequency: 10s
-containerRuntimeEndpoint: unix://$CRISHIM_SOCK
-imageServiceEndpoint: unix://$CRISHIM_SOCK
-cgroupDriver: cgroupfs
-cgroupRoot: $2
-failSwapOn: false
-failCgroupV1: false
-address: 127.0.0.1
-port: $3
-healthzBindAddress: 127.0.0.1
-healthzPort: $4
-readOnlyPort: 0
-authentication:
-  anonymous:
-    enabled: true
-  webhook:
-    enabled: false
-authorization:
-  mode: AlwaysAllow
-enforceNodeAllocatable: []
-protectKernelDefaults: false
-resolvConf: $1/resolv.conf
-podLogsDir: $1/pod-logs
-volumePluginDir: $1/volume-plugins
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
-evictionHard:
-  memory.available: 1Mi
-  nodefs.available: 1%
-  nodefs.inodesFree: 1%
-  imagefs.available: 1%
-# pulls for different pods at once, so that crishim can merge identical ones
-serializeImagePulls: false
-imagePullCredentialsVerificationPolicy: NeverVerify
-EOF2
+  sed -e "s|@DIR@|$1|g" -e "s|@CRI_SOCK@|$CRISHIM_SOCK|g" -e "s|@CGROUP_ROOT@|$2|g" \
+    -e "s|@PORT@|$3|g" -e "s|@HEALTHZ_PORT@|$4|g" -e "s|@SERIALIZE_PULLS@|false|g" \
+    "$REPO_ROOT/test/bed/kubelet.yaml.in"
 }
 
 # demo_pod NAMESPACE NAME IMAGE: a static pod manifest, written atomically (the kubelet
