@@ -124,6 +124,16 @@ func TestRuntimeRestart(t *testing.T) {
 		t.Errorf("crishim took %v after the runtime was back to serve again, want about a second (reconnect backoff is capped at 1 s)", recovery)
 	}
 
+	// The bed's own crishim lost its runtime too and reconnects with its
+	// backoff (up to 1 s): the tests after this one start from a bed that
+	// serves again.
+	bedConn, err := grpc.NewClient("unix://"+b.crishimSock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bedConn.Close()
+	waitFor(t, 10*time.Second, "the bed's crishim to serve again", func() (bool, error) { return call(bedConn) == nil, nil })
+
 	// No goroutine growth: back to the baseline once the dust settles.
 	waitFor(t, 15*time.Second, "crishim's goroutines back to the baseline", func() (bool, error) {
 		now := c.metrics(t).value("go_goroutines", nil)
