@@ -11,7 +11,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build bin/crishim
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/crishim ./cmd/crishim
+	CGO_ENABLED=0 $(GO) build -trimpath -tags nri_no_wasm -ldflags "$(LDFLAGS)" -o $(BIN)/crishim ./cmd/crishim
 
 # MATRIX=1 (default): e2e + critest on containerd 1.6, containerd 2.x and CRI-O;
 # MATRIX=0: containerd 1.6 only (RUNTIME picks another one).
@@ -46,6 +46,7 @@ lint: ## gofmt, go vet, staticcheck and shellcheck
 bench: build ## crishim vs direct vs a floor forwarder (fake upstream; the bed when installed), micro-benchmarks, pull scheduling
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./shim/... ./interceptors/...
 	$(GO) run ./test/bench/proxy -crishim $(BIN)/crishim -json $(BIN)/bench.json -md $(BIN)/bench.md
+	$(GO) run ./test/bench/nri -crishim $(BIN)/crishim -md $(BIN)/bench-nri.md
 	$(GO) run ./test/bench/pulls -out $(BIN)/bench-pulls.md
 
 # An execution count, not a duration: a duration-bound run can end with a spurious
@@ -53,7 +54,8 @@ bench: build ## crishim vs direct vs a floor forwarder (fake upstream; the bed w
 FUZZTIME ?= 20000x
 # package:target pairs; every fuzz target of the project
 FUZZ_TARGETS := ./shim:FuzzFindString ./cmd/crishim/daemon:FuzzConfig ./handlers/registry:FuzzCanonical ./handlers/routing:FuzzDecide \
-	./handlers/routing:FuzzRunPodSandbox ./handlers/pulls:FuzzPullImage ./handlers/credentials:FuzzMatchImage
+	./handlers/routing:FuzzRunPodSandbox ./handlers/pulls:FuzzPullImage ./handlers/credentials:FuzzMatchImage \
+	./handlers/plugins:FuzzApplyAdjustment
 
 fuzz: ## short fuzz runs of every fuzz target (FUZZTIME each): config, routing, requests, image refs, key matching, wire scanning
 	@set -e; for t in $(FUZZ_TARGETS); do \

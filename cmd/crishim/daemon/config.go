@@ -17,6 +17,7 @@ import (
 	"github.com/crishim/crishim/handlers/access"
 	"github.com/crishim/crishim/handlers/configfile"
 	"github.com/crishim/crishim/handlers/credentials"
+	"github.com/crishim/crishim/handlers/plugins"
 	"github.com/crishim/crishim/handlers/pulls"
 	"github.com/crishim/crishim/handlers/registry"
 	"github.com/crishim/crishim/handlers/routing"
@@ -43,6 +44,9 @@ type Config struct {
 	Routing  routing.Routing          `json:"routing,omitempty"`
 	// Images configures PullImage; without it PullImage passes through.
 	Images ImagesConfig `json:"images,omitempty"`
+	// NRI hosts NRI plugins; without it the calls NRI has events for pass
+	// through untouched.
+	NRI *plugins.Config `json:"nri,omitempty"`
 	// loaded is the config file's stamp taken before LoadConfig read it.
 	loaded configfile.Stamp
 }
@@ -258,6 +262,12 @@ func (c *Config) Validate() []string {
 	}
 	if c.Images.Credentials != nil {
 		problems = append(problems, c.Images.Credentials.Validate()...)
+	}
+	if c.NRI != nil {
+		problems = append(problems, c.NRI.Validate()...)
+		if s := c.NRI.SocketPath(); s == c.Listen.Path {
+			problems = append(problems, fmt.Sprintf("nri.socket: %q is crishim's CRI socket (listen.path)", s))
+		}
 	}
 	return problems
 }

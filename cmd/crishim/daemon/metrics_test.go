@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/nri/pkg/api"
+	"github.com/containerd/nri/pkg/stub"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -72,8 +74,17 @@ images:
         namespaces: ["team-*"]
   access:
     stateDir: %s
-`, dockerConfig, filepath.Join(r.Dir, "state")))
+nri:
+  socket: %s
+  plugins:
+    - name: guard
+      required: true
+  exemptNamespaces: [team-a, other]
+`, dockerConfig, filepath.Join(r.Dir, "state"), filepath.Join(r.Dir, "nri.sock")))
 	srv := r.start(t, cfg, io.Discard)
+	// An NRI plugin asking for what CRI cannot carry, in namespace nri.
+	stopPlugin := startRlimitPlugin(t, filepath.Join(r.Dir, "nri.sock"), "nri", r.MetricsAddr)
+	defer stopPlugin()
 	conn, err := grpc.NewClient("unix://"+r.Sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -109,6 +120,24 @@ images:
 		SandboxConfig: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "team-a", Uid: "u"}},
 	}); err != nil {
 		t.Fatalf("CreateContainer: %v", err)
+	}
+	// plugins: a pod refused for the missing required plugin, a container
+	// refused for an adjustment CRI cannot carry
+	nriPod := &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "nri", Uid: "u"}}
+	if _, err := rc.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: nriPod}); err == nil {
+		t.Fatal("RunPodSandbox in nri succeeded without the required plugin")
+	}
+	// (pulled in nri with its own credentials first, so that image access
+	// lets it by)
+	if _, err := ic.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "registry.example/app:1"},
+		Auth: &runtimeapi.AuthConfig{Username: "nri", Password: "own"}, SandboxConfig: nriPod}); err != nil {
+		t.Fatalf("PullImage in nri: %v", err)
+	}
+	if _, err := rc.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: "x",
+		Config: &runtimeapi.ContainerConfig{Image: &runtimeapi.ImageSpec{Image: "registry.example/app:1"}}, SandboxConfig: nriPod}); err == nil {
+		t.Fatal("CreateContainer with a plugin's rlimit succeeded")
+	} else if !strings.Contains(err.Error(), "rlimits") {
+		t.Fatalf("CreateContainer with a plugin's rlimit: %v, want the refusal", err)
 	}
 	srv.signal(syscall.SIGHUP) // a reload
 	// The families appear as their first series does: the inventory's
@@ -316,4 +345,43 @@ func sortedKeys(m map[string]bool) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// rlimitPlugin is an NRI plugin (upstream stub API) that gives containers
+// of one namespace an rlimit, which CRI cannot carry.
+type rlimitPlugin struct{ ns string }
+
+func (p *rlimitPlugin) CreateContainer(_ context.Context, pod *api.PodSandbox, _ *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+	a := &api.ContainerAdjustment{}
+	if pod.GetNamespace() == p.ns {
+		a.AddRlimit("RLIMIT_NOFILE", 1024, 512)
+	}
+	return a, nil, nil
+}
+
+// startRlimitPlugin connects an rlimitPlugin to crishim's plugin socket.
+func startRlimitPlugin(t *testing.T, sock, ns, metricsAddr string) func() {
+	t.Helper()
+	var s stub.Stub
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if s, err = stub.New(&rlimitPlugin{ns: ns}, stub.WithPluginName("limits"), stub.WithPluginIdx("10"), stub.WithSocketPath(sock)); err == nil {
+			if err = s.Start(context.Background()); err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("NRI plugin: %v", err)
+		}
+	}
+	// registered once crishim's metric says so
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the NRI plugin did not register")
+		}
+		if strings.Contains(string(scrape(t, metricsAddr)), `crishim_nri_plugins_registered{plugin="limits"} 1`) {
+			break
+		}
+	}
+	return s.Stop
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/crishim/crishim/handlers/access"
 	"github.com/crishim/crishim/handlers/credentials"
+	"github.com/crishim/crishim/handlers/plugins"
 	"github.com/crishim/crishim/handlers/pulls"
 	"github.com/crishim/crishim/handlers/registry"
 	"github.com/crishim/crishim/handlers/routing"
@@ -39,20 +40,26 @@ type node struct {
 	sched     *pulls.Scheduler      // nil without images.pulls
 	puller    *pulls.Puller         // nil without images.pulls
 	labels    *registry.Labels      // the registry label bound shared by the image metrics
+	plugins   *plugins.Host         // nil without nri
 }
 
 // Features act on the RPCs they intercept in this order, fixed here and
 // nowhere else (README "Development" shows it): each sees the request its
 // predecessor passes on, the last one's next is the runtime.
 //
-//	RunPodSandbox:   routing → runtime
+//	RunPodSandbox:   routing → plugins → runtime
 //	PullImage:       image access → credentials → pulls → runtime
-//	CreateContainer: image access → runtime
+//	CreateContainer: image access → plugins → runtime
+//	StopPodSandbox, RemovePodSandbox, UpdatePodSandboxResources,
+//	StartContainer, UpdateContainerResources, StopContainer,
+//	RemoveContainer: plugins → runtime
 //
 // Credentials come before pulls so that each credential attempt is
 // scheduled, and de-duplicated, with the credentials the runtime will get.
 // Image access comes first on PullImage so that it records the outcome of
-// the whole pull, whichever credentials made it.
+// the whole pull, whichever credentials made it. Plugins come after routing
+// so that they see the runtime handler the pod gets, and after image access
+// so that a refused container never reaches them.
 func (n *node) handlers() []shim.Handler {
 	var hs []shim.Handler
 	if n.access != nil {
@@ -60,6 +67,9 @@ func (n *node) handlers() []shim.Handler {
 	}
 	if n.runner != nil {
 		hs = append(hs, n.runner.Handler())
+	}
+	if n.plugins != nil {
+		hs = append(hs, n.plugins.Handlers()...)
 	}
 	if n.injector != nil {
 		hs = append(hs, n.injector.Handler())
@@ -120,6 +130,20 @@ func newNode(cfg *Config, log *logrus.Logger, reg prometheus.Registerer, checkOn
 		n.puller = pulls.NewPuller(log, n.sched, pc.PriorityNamespaces)
 		n.puller.SetKeyAnnotations(pc.KeyAnnotations)
 	}
+	if nc := cfg.NRI; nc != nil {
+		if err := nc.CheckFiles(); err != nil {
+			return nil, nil, err
+		}
+	}
+	if nc := cfg.NRI; nc != nil && !checkOnly {
+		pm, err := plugins.NewMetrics(reg)
+		if err != nil {
+			return nil, nil, err
+		}
+		if n.plugins, err = plugins.New(nc, log, pm); err != nil {
+			return nil, nil, err
+		}
+	}
 	opts = append(opts, shim.WithHandlers(n.handlers()...))
 	return n, opts, nil
 }
@@ -154,13 +178,19 @@ func (n *node) newAccess(ac *access.Config, policy credentials.Policy, reg prome
 }
 
 // start begins the background work that needs the server's upstream.
-func (n *node) start(srv *shim.Server) {
+func (n *node) start(srv *shim.Server) error {
+	if n.plugins != nil {
+		if err := n.plugins.Start(runtimeapi.NewRuntimeServiceClient(srv.ClientConn(shim.RuntimeUpstream))); err != nil {
+			return err
+		}
+	}
 	if n.inventory != nil {
 		n.inventory.Start(runtimeapi.NewRuntimeServiceClient(srv.ClientConn(shim.RuntimeUpstream)))
 	}
 	if n.access != nil {
 		n.access.Start(runtimeapi.NewImageServiceClient(srv.ClientConn(shim.ImageUpstream)), access.DefaultResyncInterval)
 	}
+	return nil
 }
 
 // drain is the start of shutdown: queued pulls leave at once.
@@ -171,6 +201,9 @@ func (n *node) drain() {
 }
 
 func (n *node) close() {
+	if n.plugins != nil {
+		n.plugins.Stop()
+	}
 	if n.access != nil {
 		n.access.Stop()
 	}
@@ -213,6 +246,10 @@ func (n *node) restartOnly(next *Config) []string {
 	diff("images.pulls (turning scheduling on or off)", (n.sched == nil) != (next.Images.Pulls == nil))
 	diff("images.credentials (turning injection on or off)", (n.injector == nil) != (next.Images.Credentials == nil))
 	diff("images.access (turning it on or off; enforce can change live)", (n.access == nil) != (next.Images.Access == nil || next.Images.Credentials == nil))
+	diff("nri (turning plugins on or off)", (n.plugins == nil) != (next.NRI == nil))
+	if cur.NRI != nil && next.NRI != nil {
+		keys = append(keys, cur.NRI.RestartOnly(next.NRI)...)
+	}
 	diff("images.access.stateDir", cur.Images.Access != nil && next.Images.Access != nil && cur.Images.Access.Dir() != next.Images.Access.Dir())
 	return keys
 }
@@ -243,6 +280,9 @@ func (n *node) prepare(next *Config) (apply func(), err error) {
 		}
 		if ac := next.Images.Access; ac != nil && n.access != nil {
 			n.access.Set(ac, next.Images.Credentials.Policy, n.lostState)
+		}
+		if next.NRI != nil && n.plugins != nil {
+			n.plugins.Set(next.NRI)
 		}
 		n.cfg.Store(next)
 	}, nil

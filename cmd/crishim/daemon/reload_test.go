@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/crishim/crishim/handlers/plugins"
 	"github.com/crishim/crishim/handlers/pulls"
 	"github.com/crishim/crishim/test/daemontest"
 	"github.com/crishim/crishim/test/fakecri"
@@ -345,5 +347,41 @@ func TestChangeBetweenLoadAndWatchIsReloaded(t *testing.T) {
 			t.Fatalf("RunPodSandbox(edited) = %v, want PermissionDenied from the edit made before the watch", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRestartOnlyNRI: the plugin socket, the pre-installed plugins and
+// hosting plugins at all are set up at start; a reload that changes them
+// says they wait for a restart, while policies and timeouts change live.
+func TestRestartOnlyNRI(t *testing.T) {
+	withNRI := func(c *Config) { c.NRI = &plugins.Config{Socket: "/run/crishim/nri.sock"} }
+	tests := []struct {
+		desc  string
+		start func(*Config)
+		next  func(*Config)
+		want  []string
+	}{
+		{"turned on", nil, withNRI, []string{"nri (turning plugins on or off)"}},
+		{"socket", withNRI, func(c *Config) { c.NRI = &plugins.Config{Socket: "/run/other/nri.sock"} }, []string{"nri.socket"}},
+		{"plugin dir", withNRI, func(c *Config) { c.NRI = &plugins.Config{Socket: "/run/crishim/nri.sock", PluginDir: "/opt/nri"} }, []string{"nri.pluginDir"}},
+		{"policies live", withNRI, func(c *Config) {
+			c.NRI = &plugins.Config{Socket: "/run/crishim/nri.sock", Unsupported: "drop", Plugins: []plugins.PluginConfig{{Name: "a", FailurePolicy: "fail", Required: true}}}
+		}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			cur := DefaultConfig()
+			n := &node{}
+			if tc.start != nil {
+				tc.start(cur)
+				n.plugins = &plugins.Host{} // hosting, as far as restartOnly looks
+			}
+			n.cfg.Store(cur)
+			next := DefaultConfig()
+			tc.next(next)
+			if keys := n.restartOnly(next); !slices.Equal(keys, tc.want) {
+				t.Errorf("restart-only settings %v, want %v", keys, tc.want)
+			}
+		})
 	}
 }

@@ -128,7 +128,9 @@ func Run(ctx context.Context, cfg *Config, configPath string, log *logrus.Logger
 	}
 	defer inst.close()
 	n, srv, reg := inst.node, inst.srv, inst.reg
-	n.start(srv)
+	if err := n.start(srv); err != nil {
+		return err
+	}
 	rl, err := newReloader(configPath, n, reg, log, initial)
 	if err != nil {
 		return err

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/test/bench/benchproc"
 )
 
 // bedLock serializes use of the shared test bed between its users.
@@ -25,7 +27,7 @@ const bedLock = "/var/tmp/crishim-bed.lock"
 // when it is installed: it takes the bed lock, brings the bed up, measures,
 // and tears the bed down before releasing the lock.
 func runBed(c *config, dir string, rep *Report) error {
-	root := repoRoot()
+	root := benchproc.RepoRoot()
 	bedSh := filepath.Join(root, "test/bed/bed.sh")
 	switch c.bed {
 	case "off":
@@ -79,7 +81,7 @@ func runBed(c *config, dir string, rep *Report) error {
 			f.Close()
 		}
 		if err != nil {
-			return out.Bytes(), fmt.Errorf("bed.sh %s: %w\n%s", strings.Join(args, " "), err, tail(bedLog))
+			return out.Bytes(), fmt.Errorf("bed.sh %s: %w\n%s", strings.Join(args, " "), err, benchproc.Tail(bedLog))
 		}
 		return out.Bytes(), nil
 	}
@@ -124,19 +126,19 @@ func measureBed(c *config, dir string, rep *Report, ctrd, bedDir, cgroup, regist
 		return err
 	}
 	floorSock := filepath.Join(dir, "bfloor.sock")
-	floor, err := startProc("bed-floor", filepath.Join(dir, "bed-floor.log"), c.proxyEnv, self, "-role", roleFloor, "-socket", floorSock, "-upstream", ctrd)
+	floor, err := benchproc.Start("bed-floor", filepath.Join(dir, "bed-floor.log"), c.proxyEnv, self, "-role", roleFloor, "-socket", floorSock, "-upstream", ctrd)
 	if err != nil {
 		return err
 	}
-	defer floor.stop()
-	if err := floor.waitSocket(floorSock); err != nil {
+	defer floor.Stop()
+	if err := floor.WaitSocket(floorSock); err != nil {
 		return err
 	}
-	cri, criSock, err := startCrishim(c.crishim, dir, "bed-crishim", ctrd, c.proxyEnv, false, "")
+	cri, criSock, err := benchproc.StartCrishim(c.crishim, dir, "bed-crishim", c.proxyEnv, benchproc.CrishimConfig{RuntimeEndpoint: "unix://" + ctrd})
 	if err != nil {
 		return err
 	}
-	defer cri.stop()
+	defer cri.Stop()
 	targets := []*target{{name: "direct", socket: ctrd}, {name: "floor", socket: floorSock, proxy: floor}, {name: "crishim", socket: criSock, proxy: cri}}
 	for _, t := range targets {
 		if t.cc, err = dial(t.socket); err != nil {

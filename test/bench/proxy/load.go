@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,16 +124,6 @@ func (s *sample) rate() float64 {
 		return 0
 	}
 	return float64(s.units) / s.elapsed.Seconds()
-}
-
-func (s *sample) quantile(q float64) time.Duration {
-	if len(s.lat) == 0 {
-		return 0
-	}
-	l := slices.Clone(s.lat)
-	slices.Sort(l)
-	i := int(q * float64(len(l)-1))
-	return l[i]
 }
 
 // cpuPerUnit is a process's CPU time per completed unit.

@@ -27,10 +27,8 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"time"
 
@@ -38,6 +36,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/test/bench/benchproc"
 )
 
 type config struct {
@@ -112,7 +112,7 @@ func main() {
 type target struct {
 	name   string
 	socket string
-	proxy  *proc // nil for direct
+	proxy  *benchproc.Proc // nil for direct
 	cc     *grpc.ClientConn
 }
 
@@ -124,7 +124,7 @@ type scenario struct {
 	timeout     time.Duration
 	duration    time.Duration
 	targets     []*target
-	upstream    *proc // the fake, for CPU accounting (nil: not ours)
+	upstream    *benchproc.Proc // the fake, for CPU accounting (nil: not ours)
 	direct      *grpc.ClientConn
 	countMethod string // upstream calls of this method are counted per call
 	tiny        bool   // a tiny unary call: the added-latency targets apply
@@ -133,39 +133,27 @@ type scenario struct {
 
 // Row is the result of one scenario on one path.
 type Row struct {
-	Scenario string             `json:"scenario"`
-	Path     string             `json:"path"`
-	Unit     string             `json:"unit"`
-	Samples  int                `json:"samples"`
-	P50      float64            `json:"p50_us"`
-	P90      float64            `json:"p90_us"`
-	P99      float64            `json:"p99_us"`
-	Rate     map[int]float64    `json:"throughput_per_s"`
-	CPU      map[string]float64 `json:"cpu_us_per_unit_at_max_concurrency"`
+	Scenario string `json:"scenario"`
+	Path     string `json:"path"`
+	Unit     string `json:"unit"`
+	// Latency is at concurrency 1 (its fields are Row's in JSON).
+	benchproc.Latency
+	Rate map[int]float64    `json:"throughput_per_s"`
+	CPU  map[string]float64 `json:"cpu_us_per_unit_at_max_concurrency"`
 	// UpstreamPerCall is upstream calls per client call (pull scenarios).
 	UpstreamPerCall float64 `json:"upstream_calls_per_call,omitempty"`
 }
 
 // Report is everything the run measured.
 type Report struct {
-	Machine   Machine            `json:"machine"`
-	Settings  map[string]string  `json:"settings"`
-	Rows      []*Row             `json:"rows"`
-	Memory    map[string]Memory  `json:"memory"`
-	CPUTotal  map[string]float64 `json:"cpu_seconds_total"`
-	Targets   []Target           `json:"targets"`
-	Skipped   []string           `json:"skipped,omitempty"`
-	StartedAt time.Time          `json:"started_at"`
-	Took      string             `json:"took"`
-}
-
-// Machine describes where the run happened.
-type Machine struct {
-	CPUs       int    `json:"nproc"`
-	CPUModel   string `json:"cpu_model"`
-	LoadBefore string `json:"load_before"`
-	LoadAfter  string `json:"load_after"`
-	Go         string `json:"go"`
+	Machine  benchproc.Machine  `json:"machine"`
+	Settings map[string]string  `json:"settings"`
+	Rows     []*Row             `json:"rows"`
+	Memory   map[string]Memory  `json:"memory"`
+	CPUTotal map[string]float64 `json:"cpu_seconds_total"`
+	Targets  []Target           `json:"targets"`
+	Skipped  []string           `json:"skipped,omitempty"`
+	benchproc.Timing
 }
 
 // Memory is a proxy's resident memory in MiB.
@@ -183,10 +171,9 @@ type Target struct {
 }
 
 func run(c *config) error {
-	start := time.Now()
 	rep := &Report{
-		StartedAt: start,
-		Machine:   Machine{CPUs: runtime.NumCPU(), CPUModel: cpuModel(), LoadBefore: loadAvg(), Go: runtime.Version()},
+		Timing:  benchproc.StartTiming(),
+		Machine: benchproc.ThisMachine(),
 		Settings: map[string]string{
 			"duration": c.duration.String(), "rounds": fmt.Sprint(c.rounds), "client": map[bool]string{true: "raw", false: "typed"}[c.raw],
 			"containers": fmt.Sprint(c.containers), "events": fmt.Sprint(c.events), "streams": fmt.Sprint(c.streams),
@@ -202,11 +189,8 @@ func run(c *config) error {
 	defer os.RemoveAll(dir)
 	if c.crishim == "" {
 		c.crishim = filepath.Join(dir, "crishim")
-		fmt.Fprintln(os.Stderr, "building crishim...")
-		cmd := exec.Command("go", "build", "-o", c.crishim, "./cmd/crishim")
-		cmd.Dir, cmd.Stdout, cmd.Stderr = repoRoot(), os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("build crishim: %w", err)
+		if err := benchproc.Build("./cmd/crishim", c.crishim); err != nil {
+			return err
 		}
 	}
 	if c.crishim, err = filepath.Abs(c.crishim); err != nil {
@@ -226,23 +210,10 @@ func run(c *config) error {
 		}
 		rep.Skipped = append(rep.Skipped, "real test bed: "+strings.TrimSuffix(err.Error(), ": "+errSkip.Error()))
 	}
-	rep.Machine.LoadAfter = loadAvg()
-	rep.Took = time.Since(start).Round(time.Second).String()
+	rep.Machine.LoadAfter = benchproc.LoadAvg()
+	rep.Timing.End()
 	rep.Targets = evaluate(rep)
-	md := markdown(rep)
-	fmt.Print(md)
-	if c.mdOut != "" {
-		if err := os.WriteFile(c.mdOut, []byte(md), 0o644); err != nil {
-			return err
-		}
-	}
-	if c.jsonOut != "" {
-		b, _ := json.MarshalIndent(rep, "", "  ")
-		if err := os.WriteFile(c.jsonOut, append(b, '\n'), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	return benchproc.WriteReport(markdown(rep), rep, c.mdOut, c.jsonOut)
 }
 
 func splitEnv(s string) []string {
@@ -250,16 +221,6 @@ func splitEnv(s string) []string {
 		return nil
 	}
 	return strings.Split(s, ",")
-}
-
-func repoRoot() string {
-	d, _ := os.Getwd()
-	for p := d; p != "/"; p = filepath.Dir(p) {
-		if _, err := os.Stat(filepath.Join(p, "go.mod")); err == nil {
-			return p
-		}
-	}
-	return d
 }
 
 // runFake runs the fake-upstream scenarios: the fake and the floor as child
@@ -270,36 +231,39 @@ func runFake(c *config, dir string, rep *Report) error {
 		return err
 	}
 	upSock := filepath.Join(dir, "up.sock")
-	up, err := startProc("upstream", filepath.Join(dir, "upstream.log"), nil, self, "-role", roleUpstream, "-socket", upSock,
+	up, err := benchproc.Start("upstream", filepath.Join(dir, "upstream.log"), nil, self, "-role", roleUpstream, "-socket", upSock,
 		"-containers", fmt.Sprint(c.containers), "-pull-latency", c.pullLatency.String())
 	if err != nil {
 		return err
 	}
-	defer up.stop()
-	if err := up.waitSocket(upSock); err != nil {
+	defer up.Stop()
+	if err := up.WaitSocket(upSock); err != nil {
 		return err
 	}
 	floorSock := filepath.Join(dir, "floor.sock")
-	floor, err := startProc("floor", filepath.Join(dir, "floor.log"), c.proxyEnv, self, "-role", roleFloor, "-socket", floorSock, "-upstream", upSock)
+	floor, err := benchproc.Start("floor", filepath.Join(dir, "floor.log"), c.proxyEnv, self, "-role", roleFloor, "-socket", floorSock, "-upstream", upSock)
 	if err != nil {
 		return err
 	}
-	defer floor.stop()
-	if err := floor.waitSocket(floorSock); err != nil {
+	defer floor.Stop()
+	if err := floor.WaitSocket(floorSock); err != nil {
 		return err
 	}
-	cri, criSock, err := startCrishim(c.crishim, dir, "crishim", upSock, c.proxyEnv, c.pprofDir != "", "")
+	upEndpoint := "unix://" + upSock
+	cri, criSock, err := benchproc.StartCrishim(c.crishim, dir, "crishim", c.proxyEnv,
+		benchproc.CrishimConfig{RuntimeEndpoint: upEndpoint, Pprof: c.pprofDir != ""})
 	if err != nil {
 		return err
 	}
-	defer cri.stop()
-	var criB *proc
+	defer cri.Stop()
+	var criB *benchproc.Proc
 	var criBSock string
 	if c.compare != "" {
-		if criB, criBSock, err = startCrishim(c.compare, dir, "crishim-b", upSock, append(c.proxyEnv, c.compareEnv...), false, ""); err != nil {
+		if criB, criBSock, err = benchproc.StartCrishim(c.compare, dir, "crishim-b", append(c.proxyEnv, c.compareEnv...),
+			benchproc.CrishimConfig{RuntimeEndpoint: upEndpoint}); err != nil {
 			return err
 		}
-		defer criB.stop()
+		defer criB.Stop()
 	}
 
 	direct := &target{name: "direct", socket: upSock}
@@ -319,7 +283,7 @@ func runFake(c *config, dir string, rep *Report) error {
 	time.Sleep(time.Second)
 	idle := map[string]int64{}
 	for _, t := range three[1:] {
-		idle[t.name], _, _ = memStatus(t.proxy.pid())
+		idle[t.name], _, _ = memStatus(t.proxy.Pid())
 	}
 
 	// Resident memory with many open watch streams, before any other load
@@ -386,14 +350,16 @@ func runFake(c *config, dir string, rep *Report) error {
 		if !c.only.MatchString(name) {
 			continue
 		}
-		pc, pSock, err := startCrishim(c.crishim, dir, fmt.Sprintf("crishim-pulls-%t", dedup), upSock, c.proxyEnv, c.pprofDir != "",
-			fmt.Sprintf("{mode: parallel, maxParallel: 8, deduplicate: %t}", dedup))
+		pc, pSock, err := benchproc.StartCrishim(c.crishim, dir, fmt.Sprintf("crishim-pulls-%t", dedup), c.proxyEnv, benchproc.CrishimConfig{
+			RuntimeEndpoint: upEndpoint, Pprof: c.pprofDir != "",
+			Pulls: fmt.Sprintf("{mode: parallel, maxParallel: 8, deduplicate: %t}", dedup),
+		})
 		if err != nil {
 			return err
 		}
 		pt := &target{name: "crishim", socket: pSock, proxy: pc}
 		if pt.cc, err = dial(pSock); err != nil {
-			pc.stop()
+			pc.Stop()
 			return err
 		}
 		sc := with(base, func(s *scenario) {
@@ -405,7 +371,7 @@ func runFake(c *config, dir string, rep *Report) error {
 			err = profile(c, &sc, pt)
 		}
 		pt.cc.Close()
-		pc.stop()
+		pc.Stop()
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -413,13 +379,13 @@ func runFake(c *config, dir string, rep *Report) error {
 	}
 
 	for _, t := range three[1:] {
-		_, hwm, _ := memStatus(t.proxy.pid())
+		_, hwm, _ := memStatus(t.proxy.Pid())
 		m := rep.Memory[t.name]
 		m.Peak = mib(hwm)
 		rep.Memory[t.name] = m
-		rep.CPUTotal[t.name] = cpuTime(t.proxy.pid()).Seconds()
+		rep.CPUTotal[t.name] = cpuTime(t.proxy.Pid()).Seconds()
 	}
-	rep.CPUTotal["upstream"] = cpuTime(up.pid()).Seconds()
+	rep.CPUTotal["upstream"] = cpuTime(up.Pid()).Seconds()
 	return nil
 }
 
@@ -465,10 +431,10 @@ func measure(c *config, sc *scenario) ([]*Row, error) {
 				t := sc.targets[(k+r)%len(sc.targets)]
 				meter := cpuMeter{"client": 0}
 				if sc.upstream != nil {
-					meter["upstream"] = sc.upstream.pid()
+					meter["upstream"] = sc.upstream.Pid()
 				}
 				if t.proxy != nil {
-					meter["proxy"] = t.proxy.pid()
+					meter["proxy"] = t.proxy.Pid()
 				}
 				before, upBefore := meter.read(), upstreamCalls(sc)
 				var s sample
@@ -499,8 +465,7 @@ func measure(c *config, sc *scenario) ([]*Row, error) {
 	for _, t := range sc.targets {
 		l := lat[t.name]
 		row := &Row{
-			Scenario: sc.name, Path: t.name, Unit: sc.unit, Samples: len(l.lat),
-			P50: us(l.quantile(0.50)), P90: us(l.quantile(0.90)), P99: us(l.quantile(0.99)),
+			Scenario: sc.name, Path: t.name, Unit: sc.unit, Latency: benchproc.LatencyOf(l.lat),
 			Rate: map[int]float64{}, CPU: map[string]float64{},
 		}
 		for _, conc := range c.concs {
@@ -512,7 +477,7 @@ func measure(c *config, sc *scenario) ([]*Row, error) {
 		}
 		for _, p := range []string{"client", "upstream", "proxy"} {
 			if _, ok := top.cpu[p]; ok {
-				row.CPU[p] = us(top.cpuPerUnit(p))
+				row.CPU[p] = benchproc.Microseconds(top.cpuPerUnit(p))
 			}
 		}
 		if u := upCalls[t.name]; u[1] > 0 {
@@ -522,8 +487,6 @@ func measure(c *config, sc *scenario) ([]*Row, error) {
 	}
 	return rows, nil
 }
-
-func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 // upstreamCalls asks the fake how often it was called with the scenario's
 // counted method.
@@ -564,7 +527,7 @@ func holdStreams(t *target, n int) (int64, error) {
 		}
 	}
 	time.Sleep(500 * time.Millisecond)
-	rss, _, err := memStatus(t.proxy.pid())
+	rss, _, err := memStatus(t.proxy.Pid())
 	return rss, err
 }
 
@@ -577,7 +540,7 @@ func profile(c *config, sc *scenario, t *target) error {
 		path := filepath.Join(c.pprofDir, fmt.Sprintf("%s-c%d.pprof", name, conc))
 		done := make(chan error, 1)
 		go func() {
-			done <- fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.proxy.metrics, secs), path)
+			done <- fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.proxy.Metrics, secs), path)
 		}()
 		if _, err := throughput(t.cc, sc.op, conc, time.Duration(secs)*time.Second+500*time.Millisecond, sc.cancellable, sc.timeout); err != nil {
 			return err
@@ -589,7 +552,7 @@ func profile(c *config, sc *scenario, t *target) error {
 		if conc == 1 {
 			// Allocations since crishim started, by call site.
 			path = strings.TrimSuffix(path, ".pprof") + "-allocs.pprof"
-			if err := fetch(fmt.Sprintf("http://%s/debug/pprof/allocs", t.proxy.metrics), path); err != nil {
+			if err := fetch(fmt.Sprintf("http://%s/debug/pprof/allocs", t.proxy.Metrics), path); err != nil {
 				return err
 			}
 		}

@@ -100,10 +100,8 @@ var paths = []string{"direct", "floor", "crishim", "crishim-b"}
 
 func markdown(rep *Report) string {
 	var b strings.Builder
-	m := rep.Machine
 	fmt.Fprintf(&b, "## crishim: the cost of the extra hop\n\n")
-	fmt.Fprintf(&b, "Machine: %d CPUs, %s, %s; load average %s before, %s after; run took %s.\n",
-		m.CPUs, m.CPUModel, m.Go, m.LoadBefore, m.LoadAfter, rep.Took)
+	b.WriteString(rep.Machine.Markdown(rep.Took))
 	s := rep.Settings
 	fmt.Fprintf(&b, "Settings: %s per scenario, path and phase in %s alternating rounds; client %s; fake ListContainers %s containers, GetContainerEvents %s events per stream, PullImage latency %s.\n\n",
 		s["duration"], s["rounds"], s["client"], s["containers"], s["events"], s["pull_latency"])

@@ -3,29 +3,15 @@ package main
 import (
 	"strings"
 	"testing"
-	"time"
-)
 
-func TestQuantile(t *testing.T) {
-	var s sample
-	for i := 100; i >= 1; i-- {
-		s.lat = append(s.lat, time.Duration(i)*time.Microsecond)
-	}
-	for _, tc := range []struct {
-		q    float64
-		want time.Duration
-	}{{0.5, 50 * time.Microsecond}, {0.9, 90 * time.Microsecond}, {0.99, 99 * time.Microsecond}} {
-		if got := s.quantile(tc.q); got != tc.want {
-			t.Errorf("quantile(%v) = %v, want %v", tc.q, got, tc.want)
-		}
-	}
-}
+	"github.com/crishim/crishim/test/bench/benchproc"
+)
 
 func TestEvaluate(t *testing.T) {
 	rows := []*Row{
-		{Scenario: "Version", Path: "direct", P50: 100, P99: 200, Rate: map[int]float64{16: 1000, 64: 1000}},
-		{Scenario: "Version", Path: "floor", P50: 300, P99: 600, Rate: map[int]float64{16: 500, 64: 500}},
-		{Scenario: "Version", Path: "crishim", P50: 190, P99: 700, Rate: map[int]float64{16: 950, 64: 950}},
+		{Scenario: "Version", Path: "direct", Latency: benchproc.Latency{P50: 100, P99: 200}, Rate: map[int]float64{16: 1000, 64: 1000}},
+		{Scenario: "Version", Path: "floor", Latency: benchproc.Latency{P50: 300, P99: 600}, Rate: map[int]float64{16: 500, 64: 500}},
+		{Scenario: "Version", Path: "crishim", Latency: benchproc.Latency{P50: 190, P99: 700}, Rate: map[int]float64{16: 950, 64: 950}},
 	}
 	rep := &Report{Rows: rows, Settings: map[string]string{"streams": "1000"},
 		Memory: map[string]Memory{"crishim": {Idle: 15, Streams: 90}}}

@@ -1,0 +1,37 @@
+package plugins
+
+import (
+	"context"
+
+	"github.com/containerd/nri/pkg/api"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/crishim/crishim/shim"
+)
+
+// RemovePodSandbox removes the sandbox, then tells the plugins, with the
+// events it and its containers still needed (a pod removed without a
+// StopPodSandbox gets one first, as in containerd). Plugin failures are
+// logged.
+func (h *Host) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest,
+	next shim.Next[*runtimeapi.RemovePodSandboxRequest, *runtimeapi.RemovePodSandboxResponse]) (*runtimeapi.RemovePodSandboxResponse, error) {
+	block := h.nri.BlockPluginSync()
+	defer block.Unblock()
+	resp, err := next(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	id := req.GetPodSandboxId()
+	for _, rtID := range h.state.containersOf(id) {
+		h.stopped(ctx, rtID, nil)
+		h.removed(ctx, rtID)
+	}
+	h.podStopped(ctx, id)
+	if pod := h.state.pod(id); pod != nil {
+		if err := h.nri.RemovePodSandbox(ctx, &api.RemovePodSandboxRequest{Pod: protoClone(pod)}); err != nil {
+			h.log.WithError(err).WithField("pod", podName(pod)).Warn("nri: plugins failed RemovePodSandbox (the sandbox is removed)")
+		}
+		h.state.removePod(id)
+	}
+	return resp, nil
+}
