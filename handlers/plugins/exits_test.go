@@ -179,3 +179,67 @@ func TestPodEventsOnce(t *testing.T) {
 	default:
 	}
 }
+
+// lifeWatcher reports the end-of-life events a plugin gets.
+type lifeWatcher struct {
+	testPlugin
+	events chan string
+}
+
+func (p *lifeWatcher) StopContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) ([]*api.ContainerUpdate, error) {
+	p.events <- "StopContainer"
+	return nil, nil
+}
+
+func (p *lifeWatcher) RemoveContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) error {
+	p.events <- "RemoveContainer"
+	return nil
+}
+
+func (p *lifeWatcher) RemovePodSandbox(_ context.Context, pod *api.PodSandbox) error {
+	p.events <- "RemovePodSandbox " + pod.GetId()
+	return nil
+}
+
+// TestPruneGone: a container and its pod removed behind crishim's back
+// (the runtime no longer lists them) end for the plugins too, and crishim
+// forgets them.
+func TestPruneGone(t *testing.T) {
+	saved := pruneInterval
+	pruneInterval = 100 * time.Millisecond
+	t.Cleanup(func() { pruneInterval = saved })
+	r := newRig(t, &Config{}, createScript)
+	p := &lifeWatcher{events: make(chan string, 8)}
+	s, err := stub.New(p, stub.WithPluginName("life"), stub.WithPluginIdx("10"), stub.WithSocketPath(r.sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	r.waitConnected(t, "life")
+	if _, err := r.RC.CreateContainer(context.Background(), createReq()); err != nil {
+		t.Fatal(err)
+	}
+	// the fake lists nothing: the container and its pod are gone
+	for _, want := range []string{"StopContainer", "RemoveContainer", "RemovePodSandbox pod1"} {
+		select {
+		case got := <-p.events:
+			if got != want {
+				t.Fatalf("event %q, want %q", got, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no %s", want)
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		pods, ctrs := r.host.state.known()
+		if len(pods)+len(ctrs) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("crishim still knows pods %v and containers %v", pods, ctrs)
+		}
+	}
+}

@@ -115,10 +115,14 @@ func (h *Host) Start(rt runtimeapi.RuntimeServiceClient) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.stopExits = cancel
-	h.wg.Add(1)
+	h.wg.Add(2)
 	go func() {
 		defer h.wg.Done()
 		h.watchExits(ctx, rt)
+	}()
+	go func() {
+		defer h.wg.Done()
+		h.pruneGone(ctx, rt)
 	}()
 	h.log.WithField("socket", sock).Info("nri: plugin socket listening")
 	return nil

@@ -167,3 +167,17 @@ func (s *state) live(rtID string) bool {
 	cs, ok := s.ctrs[rtID]
 	return ok && !cs.stopped
 }
+
+// known lists the IDs of the pods and the runtime IDs of the containers
+// crishim knows.
+func (s *state) known() (pods, ctrs []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id := range s.pods {
+		pods = append(pods, id)
+	}
+	for id := range s.ctrs {
+		ctrs = append(ctrs, id)
+	}
+	return pods, ctrs
+}
