@@ -153,14 +153,14 @@ func (t *tracker) serverInterceptor(ctx context.Context, unmarshal ttrpc.Unmarsh
 	if err := unmarshal(&req); err != nil {
 		return method(ctx, unmarshal)
 	}
-	resp, err := method(ctx, unmarshal)
-	if err == nil {
-		t.mu.Lock()
-		t.lastRegistered = req.PluginName
-		t.lastLabel = req.PluginIdx + "-" + req.PluginName
-		t.mu.Unlock()
-	}
-	return resp, err
+	// Noted before the adaptation's handler runs: the handler wakes the
+	// adaptation, which configures the plugin at once, possibly before
+	// this interceptor would see the handler return.
+	t.mu.Lock()
+	t.lastRegistered = req.PluginName
+	t.lastLabel = req.PluginIdx + "-" + req.PluginName
+	t.mu.Unlock()
+	return method(ctx, unmarshal)
 }
 
 // clientInterceptor rewrites the failure policy in the Configure answer of

@@ -444,8 +444,10 @@ func (b *bench) podConfig(p *path) *runtimeapi.PodSandboxConfig {
 	uid := fmt.Sprintf("%x-%s-%d", b.start, p.key, p.seq)
 	ns := "crishim-bench"
 	return &runtimeapi.PodSandboxConfig{
-		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: ns, Uid: uid},
-		Hostname:     name,
+		Metadata: &runtimeapi.PodSandboxMetadata{Name: name, Namespace: ns, Uid: uid},
+		// no hostname: the pod shares the node's network and UTS namespaces,
+		// where a runtime refuses to set one (runc: "unable to set hostname
+		// without a private UTS namespace")
 		LogDirectory: b.logDir,
 		Labels: map[string]string{
 			"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": ns, "io.kubernetes.pod.uid": uid, "app": "nri-bench",
