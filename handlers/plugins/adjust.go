@@ -11,6 +11,15 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
+// kubeletAnnotation reports whether a container annotation is the
+// kubelet's (io.kubernetes.*: the container hash, restart count,
+// termination settings it reads back from ContainerStatus) or crishim's
+// container ID for plugins. containerd's NRI puts plugin annotations into
+// the OCI spec only; through CRI they would reach the kubelet.
+func kubeletAnnotation(key string) bool {
+	return strings.HasPrefix(key, "io.kubernetes.") || key == IDAnnotation
+}
+
 // isEmptyAdjustment reports whether an adjustment changes nothing.
 func isEmptyAdjustment(a *api.ContainerAdjustment) bool {
 	l := a.GetLinux()
@@ -62,6 +71,11 @@ func unsupportedIn(id string, a *api.ContainerAdjustment, owners *api.OwningPlug
 	}
 	if h := a.GetHooks(); h != nil && len(h.GetPrestart())+len(h.GetCreateRuntime())+len(h.GetCreateContainer())+len(h.GetStartContainer())+len(h.GetPoststart())+len(h.GetPoststop()) > 0 {
 		add("hooks", "OCI hooks", owner(owners.HooksOwner(id)))
+	}
+	for _, k := range sortedKeys(a.GetAnnotations()) {
+		if key := api.ClearRemovalMarker(k); kubeletAnnotation(key) {
+			add("annotations.kubelet", key, owner(owners.AnnotationOwner(id, key)))
+		}
 	}
 	for _, r := range a.GetRlimits() {
 		add("rlimits", fmt.Sprintf("%s=%d:%d", r.GetType(), r.GetSoft(), r.GetHard()), owner(owners.RlimitOwner(id, r.GetType())))
@@ -208,8 +222,19 @@ func applyAdjustment(req *runtimeapi.CreateContainerRequest, final *api.Containe
 	out := cloneCreate(req)
 	cfg := out.Config
 	// Annotations and environment: NRI's final view, in the original order
-	// where it kept entries.
+	// where it kept entries. The kubelet's own annotations stay as it sent
+	// them (a change was refused, or dropped by policy).
 	cfg.Annotations = cloneMap(final.GetAnnotations())
+	for k := range cfg.Annotations {
+		if kubeletAnnotation(k) {
+			delete(cfg.Annotations, k)
+		}
+	}
+	for k, v := range req.GetConfig().GetAnnotations() {
+		if kubeletAnnotation(k) {
+			cfg.Annotations[k] = v
+		}
+	}
 	envs := make([]*runtimeapi.KeyValue, 0, len(final.GetEnv()))
 	for _, e := range final.GetEnv() {
 		k, v, _ := strings.Cut(e, "=")
@@ -225,14 +250,16 @@ func applyAdjustment(req *runtimeapi.CreateContainerRequest, final *api.Containe
 	}
 	var mounts []*runtimeapi.Mount
 	for _, m := range final.GetMounts() {
-		if !changed[m.Destination] {
-			if i := slices.IndexFunc(req.GetConfig().GetMounts(), func(o *runtimeapi.Mount) bool { return o.GetContainerPath() == m.Destination }); i >= 0 {
-				mounts = append(mounts, req.GetConfig().GetMounts()[i])
-				continue
-			}
+		orig := slices.IndexFunc(req.GetConfig().GetMounts(), func(o *runtimeapi.Mount) bool { return o.GetContainerPath() == m.Destination })
+		if !changed[m.Destination] && orig >= 0 {
+			mounts = append(mounts, req.GetConfig().GetMounts()[orig])
+			continue
 		}
 		if cm, err := mountToCRI(m); err == nil {
 			mounts = append(mounts, cm)
+		} else if orig >= 0 {
+			// a replacement CRI cannot carry, dropped: the kubelet's stays
+			mounts = append(mounts, req.GetConfig().GetMounts()[orig])
 		}
 	}
 	cfg.Mounts = mounts
@@ -243,14 +270,16 @@ func applyAdjustment(req *runtimeapi.CreateContainerRequest, final *api.Containe
 	}
 	var devices []*runtimeapi.Device
 	for _, d := range final.GetLinux().GetDevices() {
-		if !changedDev[d.Path] {
-			if i := slices.IndexFunc(req.GetConfig().GetDevices(), func(o *runtimeapi.Device) bool { return o.GetContainerPath() == d.Path }); i >= 0 {
-				devices = append(devices, req.GetConfig().GetDevices()[i])
-				continue
-			}
+		orig := slices.IndexFunc(req.GetConfig().GetDevices(), func(o *runtimeapi.Device) bool { return o.GetContainerPath() == d.Path })
+		if !changedDev[d.Path] && orig >= 0 {
+			devices = append(devices, req.GetConfig().GetDevices()[orig])
+			continue
 		}
 		if cd, err := deviceToCRI(d); err == nil {
 			devices = append(devices, cd)
+		} else if orig >= 0 {
+			// a replacement with no host node, dropped: the kubelet's stays
+			devices = append(devices, req.GetConfig().GetDevices()[orig])
 		}
 	}
 	// Devices the kubelet asked for that NRI could not describe (no node)

@@ -90,7 +90,7 @@ var UnsupportedFieldNames = []string{
 	"netDevices", "scheduler", "rdt", "memoryPolicy", "memory.reservation", "memory.kernel",
 	"memory.kernelTCP", "memory.swappiness", "memory.disableOOMKiller", "memory.useHierarchy",
 	"cpu.realtimeRuntime", "cpu.realtimePeriod", "pids", "blockioClass", "rdtClass", "mounts.nonBind",
-	"devices.unresolved", "devices.cgroup",
+	"devices.unresolved", "devices.cgroup", "annotations.kubelet",
 }
 
 // SocketPath returns the plugin socket.

@@ -49,6 +49,10 @@ func (h *Host) CreateContainer(ctx context.Context, req *runtimeapi.CreateContai
 		h.metrics.unsupportedField(u.owner, u.field, "refused")
 	}
 	if err != nil {
+		// Plugins before the one that failed may have reserved resources
+		// for the container; the kubelet retries with a new one. As
+		// containerd does, every plugin hears the container is gone.
+		h.undoCreate(ctx, pod, ctr)
 		if len(c.refused) > 0 {
 			return nil, h.failed(unsupportedError(c.refused), "CreateContainer", object)
 		}
@@ -75,11 +79,7 @@ func (h *Host) CreateContainer(ctx context.Context, req *runtimeapi.CreateContai
 	resp, err := next(ctx, out)
 	if err != nil {
 		// Plugins may have reserved resources for the container.
-		undo := context.WithoutCancel(ctx)
-		final := protoClone(nreq.Container)
-		final.State = api.ContainerState_CONTAINER_STOPPED
-		_, _ = h.nri.StopContainer(undo, &api.StopContainerRequest{Pod: protoClone(pod), Container: final})
-		_ = h.nri.RemoveContainer(undo, &api.RemoveContainerRequest{Pod: protoClone(pod), Container: final})
+		h.undoCreate(ctx, pod, nreq.Container)
 		return nil, err
 	}
 	final := nreq.Container
@@ -91,6 +91,20 @@ func (h *Host) CreateContainer(ctx context.Context, req *runtimeapi.CreateContai
 		h.log.WithError(err).WithField("container", resp.GetContainerId()).Warn("nri: plugins failed PostCreateContainer (the container is created)")
 	}
 	return resp, nil
+}
+
+// undoCreate tells the plugins a container they were asked about will not
+// exist: StopContainer and RemoveContainer, as containerd's NRI does.
+func (h *Host) undoCreate(ctx context.Context, pod *api.PodSandbox, ctr *api.Container) {
+	undo := context.WithoutCancel(ctx)
+	final := protoClone(ctr)
+	final.State = api.ContainerState_CONTAINER_STOPPED
+	if _, err := h.nri.StopContainer(undo, &api.StopContainerRequest{Pod: protoClone(pod), Container: final}); err != nil {
+		h.log.WithError(err).WithField("container", ctr.GetName()).Debug("nri: plugins failed StopContainer for a container that was not created")
+	}
+	if err := h.nri.RemoveContainer(undo, &api.RemoveContainerRequest{Pod: protoClone(pod), Container: final}); err != nil {
+		h.log.WithError(err).WithField("container", ctr.GetName()).Debug("nri: plugins failed RemoveContainer for a container that was not created")
+	}
 }
 
 // unsupportedError is the refusal of adjustments CRI cannot carry.

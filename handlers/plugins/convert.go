@@ -335,7 +335,11 @@ func applyResources(dst *runtimeapi.LinuxContainerResources, r *api.LinuxResourc
 	}
 	if m := r.Memory; m != nil {
 		if m.Limit != nil {
+			// As NRI's own spec generator (containerd): the swap limit
+			// follows the memory limit. Kept at the kubelet's value, a
+			// raised limit would exceed memsw on cgroup v1 (EINVAL).
 			dst.MemoryLimitInBytes = m.Limit.GetValue()
+			dst.MemorySwapLimitInBytes = m.Limit.GetValue()
 		}
 		if m.Swap != nil {
 			dst.MemorySwapLimitInBytes = m.Swap.GetValue()

@@ -17,26 +17,64 @@ import (
 // exits when it has no event stream (containerd 1.6).
 var exitPollInterval = 5 * time.Second
 
+// exitQueue bounds the exits waiting for their StopContainer. The event
+// stream is read without waiting for plugins: a runtime (containerd) blocks
+// its own CRI calls when a subscriber stops reading its events.
+const exitQueue = 1024
+
+// exitEvent is one exit the runtime reported.
+type exitEvent struct {
+	id   string
+	exit func(*api.Container)
+}
+
 // watchExits notices containers that exit without a StopContainer call
 // (crashes, completed jobs) and gives the plugins their NRI StopContainer,
 // as containerd does on a task exit: from the runtime's container events
 // while its stream is up, and from a relist every exitPollInterval while it
-// is not: a runtime without events (containerd 1.6), CRI-O without
-// enable_pod_events (it ends the stream at once), or the gaps while the
-// stream reconnects.
+// is not (a runtime without events: containerd 1.6; CRI-O without
+// enable_pod_events, which ends the stream at once) and once each time the
+// stream opens (exits while it was down), or when exits came faster than
+// plugins took them.
 func (h *Host) watchExits(ctx context.Context, rt runtimeapi.RuntimeServiceClient) {
 	var live atomic.Int64 // when the current stream opened (unix ns), 0 when down
-	h.wg.Add(1)
+	relist := make(chan struct{}, 1)
+	wake := func() {
+		select {
+		case relist <- struct{}{}:
+		default:
+		}
+	}
+	exits := make(chan exitEvent, exitQueue)
+	h.wg.Add(2)
 	go func() {
 		defer h.wg.Done()
-		h.pollExits(ctx, rt, func() bool {
+		h.pollExits(ctx, rt, relist, func() bool {
 			since := live.Load()
 			return since != 0 && time.Since(time.Unix(0, since)) > exitPollInterval/2
 		})
 	}()
+	go func() {
+		defer h.wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e := <-exits:
+				h.exited(ctx, e.id, e.exit)
+			}
+		}
+	}()
 	backoff := time.Second
 	for ctx.Err() == nil {
-		err := h.followEvents(ctx, rt, func() { live.Store(time.Now().UnixNano()) })
+		opened := time.Now()
+		err := h.followEvents(ctx, rt, func() { live.Store(time.Now().UnixNano()); wake() }, func(e exitEvent) {
+			select {
+			case exits <- e:
+			default:
+				wake() // the relist finds it
+			}
+		})
 		live.Store(0)
 		if status.Code(err) == codes.Unimplemented {
 			h.log.Info("nri: the runtime has no container events; container exits are found by listing containers")
@@ -44,6 +82,9 @@ func (h *Host) watchExits(ctx context.Context, rt runtimeapi.RuntimeServiceClien
 		}
 		if ctx.Err() != nil {
 			return
+		}
+		if time.Since(opened) > time.Minute {
+			backoff = time.Second // a stream that was up: reconnect soon
 		}
 		h.log.WithError(err).Debug("nri: container event stream ended; listing containers until it is back")
 		select {
@@ -55,7 +96,7 @@ func (h *Host) watchExits(ctx context.Context, rt runtimeapi.RuntimeServiceClien
 	}
 }
 
-func (h *Host) followEvents(ctx context.Context, rt runtimeapi.RuntimeServiceClient, opened func()) error {
+func (h *Host) followEvents(ctx context.Context, rt runtimeapi.RuntimeServiceClient, opened func(), exited func(exitEvent)) error {
 	stream, err := rt.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
 	if err != nil {
 		return err
@@ -73,19 +114,22 @@ func (h *Host) followEvents(ctx context.Context, rt runtimeapi.RuntimeServiceCli
 			continue
 		}
 		id := ev.GetContainerId()
-		var exit func(*api.Container)
+		if _, ok := h.state.container(id); !ok {
+			continue
+		}
+		e := exitEvent{id: id}
 		for _, s := range ev.GetContainersStatuses() {
 			if s.GetId() == id {
-				exit = exitFrom(s)
+				e.exit = exitFrom(s)
 			}
 		}
-		h.exited(ctx, id, exit)
+		exited(e)
 	}
 }
 
-// pollExits lists exited containers every exitPollInterval, unless
-// streaming says the event stream is up.
-func (h *Host) pollExits(ctx context.Context, rt runtimeapi.RuntimeServiceClient, streaming func() bool) {
+// pollExits lists exited containers every exitPollInterval while streaming
+// says the event stream is not up, and whenever relist says.
+func (h *Host) pollExits(ctx context.Context, rt runtimeapi.RuntimeServiceClient, relist <-chan struct{}, streaming func() bool) {
 	t := time.NewTicker(exitPollInterval)
 	defer t.Stop()
 	for {
@@ -93,8 +137,12 @@ func (h *Host) pollExits(ctx context.Context, rt runtimeapi.RuntimeServiceClient
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if streaming() {
+				continue
+			}
+		case <-relist:
 		}
-		if streaming() || len(h.state.running()) == 0 {
+		if len(h.state.running()) == 0 {
 			continue
 		}
 		l, err := rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{

@@ -232,6 +232,9 @@ func (h *Host) list(ctx context.Context, rt runtimeapi.RuntimeServiceClient) ([]
 			// crishim saw at creation.
 			known.State, known.StartedAt, known.Mounts = nc.State, nc.StartedAt, nc.Mounts
 			if nc.Linux != nil {
+				if known.Linux == nil {
+					known.Linux = &api.LinuxContainer{}
+				}
 				known.Linux.Resources = nc.Linux.Resources
 			}
 			nc = known
@@ -298,10 +301,10 @@ func (h *Host) applyUpdates(ctx context.Context, updates []*nri.ContainerUpdate)
 // adjustment CRI cannot carry is FailedPrecondition.
 func (h *Host) failed(err error, event, object string) error {
 	code := codes.FailedPrecondition
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ttrpc.ErrClosed) || errors.Is(err, ttrpc.ErrServerClosed) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ttrpc.ErrClosed) || errors.Is(err, ttrpc.ErrServerClosed) || errors.Is(err, ttrpc.ErrProtocol) {
 		code = codes.Unavailable
 	}
-	if c, ok := status.FromError(err); ok && c.Code() == codes.Canceled {
+	if c, ok := status.FromError(err); ok && c.Code() == codes.Canceled || errors.Is(err, context.Canceled) {
 		code = codes.Canceled
 	}
 	msg := err.Error()

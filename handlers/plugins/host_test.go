@@ -123,11 +123,12 @@ func createReq() *runtimeapi.CreateContainerRequest {
 	return &runtimeapi.CreateContainerRequest{
 		PodSandboxId: "pod1",
 		Config: &runtimeapi.ContainerConfig{
-			Metadata: &runtimeapi.ContainerMetadata{Name: "app"},
-			Image:    &runtimeapi.ImageSpec{Image: "busybox"},
-			Envs:     []*runtimeapi.KeyValue{{Key: "KEEP", Value: []byte("1")}},
-			Mounts:   []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/srv/data", SelinuxRelabel: true}},
-			Linux:    &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{CpuShares: 2, MemoryLimitInBytes: 1 << 30}},
+			Metadata:    &runtimeapi.ContainerMetadata{Name: "app"},
+			Image:       &runtimeapi.ImageSpec{Image: "busybox"},
+			Envs:        []*runtimeapi.KeyValue{{Key: "KEEP", Value: []byte("1")}},
+			Mounts:      []*runtimeapi.Mount{{ContainerPath: "/data", HostPath: "/srv/data", SelinuxRelabel: true}},
+			Linux:       &runtimeapi.LinuxContainerConfig{Resources: &runtimeapi.LinuxContainerResources{CpuShares: 2, MemoryLimitInBytes: 1 << 30, MemorySwapLimitInBytes: 1 << 30}},
+			Annotations: map[string]string{"io.kubernetes.container.hash": "abc"},
 		},
 		SandboxConfig: &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "team-a", Uid: "u1"}},
 	}

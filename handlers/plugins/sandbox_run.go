@@ -20,14 +20,16 @@ func (h *Host) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxR
 	if err := h.required(h.cfg.Load(), req.GetConfig()); err != nil {
 		return nil, err
 	}
-	// A plugin connecting now is synchronized before or after this pod,
-	// never in the middle.
-	block := h.nri.BlockPluginSync()
-	defer block.Unblock()
+	// The runtime's part (CNI, the pause image) can take seconds: a plugin
+	// connecting meanwhile is not held up by it, as in containerd, which
+	// blocks plugin synchronization only around the NRI event. Such a
+	// plugin may see the pod in its Synchronize and then in RunPodSandbox.
 	resp, err := next(ctx, req)
 	if err != nil {
 		return nil, err
 	}
+	block := h.nri.BlockPluginSync()
+	defer block.Unblock()
 	id := resp.GetPodSandboxId()
 	pod := podFromConfig(id, req.GetRuntimeHandler(), req.GetConfig())
 	if len(h.tracker.connected()) == 0 {
