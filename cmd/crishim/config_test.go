@@ -25,7 +25,7 @@ func TestShippedConfigsAreValid(t *testing.T) {
 	if err := os.WriteFile(demoPath, []byte(filled), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, path := range []string{"../../configs/crishim.yaml", "../../configs/crishim-kata.yaml", demoPath} {
+	for _, path := range []string{"../../configs/crishim.yaml", "../../configs/crishim-kata.yaml", "../../configs/crishim-nri-example.yaml", demoPath} {
 		var out, errb bytes.Buffer
 		if err := run(t.Context(), []string{"validate", "--config", path}, &out, &errb, nil); err != nil {
 			t.Errorf("%s: %v", path, err)
