@@ -13,15 +13,10 @@ import (
 // container the runtime stopped to remove it gets its StopContainer first).
 func (h *Host) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveContainerRequest,
 	next shim.Next[*runtimeapi.RemoveContainerRequest, *runtimeapi.RemoveContainerResponse]) (*runtimeapi.RemoveContainerResponse, error) {
-	block := h.nri.BlockPluginSync()
-	defer block.Unblock()
-	resp, err := next(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	h.stopped(ctx, req.GetContainerId(), nil)
-	h.removed(ctx, req.GetContainerId())
-	return resp, nil
+	return afterRuntime(h, ctx, req, next, func() {
+		h.stopped(ctx, req.GetContainerId(), nil)
+		h.removed(ctx, req.GetContainerId())
+	})
 }
 
 // removed sends a container's NRI RemoveContainer and forgets it.

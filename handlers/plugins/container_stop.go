@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/containerd/nri/pkg/api"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/shim"
@@ -14,13 +15,22 @@ import (
 // for other containers are applied; failures are logged.
 func (h *Host) StopContainer(ctx context.Context, req *runtimeapi.StopContainerRequest,
 	next shim.Next[*runtimeapi.StopContainerRequest, *runtimeapi.StopContainerResponse]) (*runtimeapi.StopContainerResponse, error) {
+	return afterRuntime(h, ctx, req, next, func() { h.stopped(ctx, req.GetContainerId(), nil) })
+}
+
+// afterRuntime forwards a call, and when the runtime has done it, tells the
+// plugins with then: the events that follow a runtime action (stop,
+// remove). A plugin connecting meanwhile is synchronized before or after,
+// never in between. Plugins' failures there are logged by then: the
+// runtime's result stands.
+func afterRuntime[Req, Resp proto.Message](h *Host, ctx context.Context, req Req, next shim.Next[Req, Resp], then func()) (Resp, error) {
 	block := h.nri.BlockPluginSync()
 	defer block.Unblock()
 	resp, err := next(ctx, req)
 	if err != nil {
-		return nil, err
+		return resp, err
 	}
-	h.stopped(ctx, req.GetContainerId(), nil)
+	then()
 	return resp, nil
 }
 

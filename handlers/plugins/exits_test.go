@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/containerd/nri/pkg/api"
-	"github.com/containerd/nri/pkg/stub"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -52,15 +51,7 @@ func TestContainerExitReachesPlugins(t *testing.T) {
 				}
 			})
 			p := &stopWatcher{stopped: make(chan *api.Container, 4)}
-			s, err := stub.New(p, stub.WithPluginName("watcher"), stub.WithPluginIdx("10"), stub.WithSocketPath(r.sock))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Start(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(s.Stop)
-			r.waitConnected(t, "watcher")
+			r.connect(t, "watcher", "10", p)
 			if _, err := r.RC.CreateContainer(context.Background(), createReq()); err != nil {
 				t.Fatal(err)
 			}
@@ -123,15 +114,7 @@ func TestPodEventsOnce(t *testing.T) {
 		}})
 	})
 	p := &podWatcher{events: make(chan string, 16)}
-	s, err := stub.New(p, stub.WithPluginName("pods"), stub.WithPluginIdx("10"), stub.WithSocketPath(r.sock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Stop)
-	r.waitConnected(t, "pods")
+	r.connect(t, "pods", "10", p)
 	ctx := context.Background()
 	cfg := &runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "p", Namespace: "ns"}}
 	for range 2 {
@@ -210,15 +193,7 @@ func TestPruneGone(t *testing.T) {
 	t.Cleanup(func() { pruneInterval = saved })
 	r := newRig(t, &Config{}, createScript)
 	p := &lifeWatcher{events: make(chan string, 8)}
-	s, err := stub.New(p, stub.WithPluginName("life"), stub.WithPluginIdx("10"), stub.WithSocketPath(r.sock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Stop)
-	r.waitConnected(t, "life")
+	r.connect(t, "life", "10", p)
 	if _, err := r.RC.CreateContainer(context.Background(), createReq()); err != nil {
 		t.Fatal(err)
 	}

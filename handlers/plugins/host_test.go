@@ -86,8 +86,10 @@ func (p *testPlugin) CreateContainer(_ context.Context, _ *api.PodSandbox, c *ap
 	return a, nil, nil
 }
 
-// connect runs a stub plugin against the rig's socket until the test ends.
-func (r *rig) connect(t *testing.T, name, idx string, p *testPlugin, opts ...stub.Option) {
+// connect runs a stub plugin (any of the stub's handler interfaces)
+// against the rig's socket until the test ends, once it is registered and
+// synchronized.
+func (r *rig) connect(t *testing.T, name, idx string, p any, opts ...stub.Option) stub.Stub {
 	t.Helper()
 	s, err := stub.New(p, append([]stub.Option{stub.WithPluginName(name), stub.WithPluginIdx(idx), stub.WithSocketPath(r.sock)}, opts...)...)
 	if err != nil {
@@ -99,6 +101,7 @@ func (r *rig) connect(t *testing.T, name, idx string, p *testPlugin, opts ...stu
 	}
 	t.Cleanup(func() { cancel(); s.Stop() })
 	r.waitConnected(t, name)
+	return s
 }
 
 func (r *rig) waitConnected(t *testing.T, name string) {

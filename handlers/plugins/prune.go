@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/containerd/nri/pkg/api"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -63,12 +62,6 @@ func (h *Host) prune(ctx context.Context, rt runtimeapi.RuntimeServiceClient) {
 			continue
 		}
 		h.log.WithField("pod_id", id).Info("nri: a pod left the runtime without a RemovePodSandbox through crishim; telling the plugins")
-		h.podStopped(ctx, id)
-		if pod := h.state.pod(id); pod != nil {
-			if err := h.nri.RemovePodSandbox(ctx, &api.RemovePodSandboxRequest{Pod: protoClone(pod)}); err != nil {
-				h.log.WithError(err).WithField("pod", podName(pod)).Warn("nri: plugins failed RemovePodSandbox")
-			}
-		}
-		h.state.removePod(id)
+		h.podRemoved(ctx, id)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/containerd/nri/pkg/api"
-	"github.com/containerd/nri/pkg/stub"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -19,15 +18,7 @@ import (
 func TestRefusedCreateIsUndone(t *testing.T) {
 	r := newRig(t, &Config{}, createScript)
 	p := &lifeWatcher{events: make(chan string, 8)}
-	s, err := stub.New(p, stub.WithPluginName("reserver"), stub.WithPluginIdx("10"), stub.WithSocketPath(r.sock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Stop)
-	r.waitConnected(t, "reserver")
+	r.connect(t, "reserver", "10", p)
 	r.connect(t, "limits", "20", &testPlugin{adjust: func(a *api.ContainerAdjustment) { a.AddRlimit("RLIMIT_NOFILE", 2, 1) }})
 	if _, err := r.RC.CreateContainer(context.Background(), createReq()); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("err %v, want the refusal", err)

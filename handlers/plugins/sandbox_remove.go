@@ -15,23 +15,26 @@ import (
 // logged.
 func (h *Host) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest,
 	next shim.Next[*runtimeapi.RemovePodSandboxRequest, *runtimeapi.RemovePodSandboxResponse]) (*runtimeapi.RemovePodSandboxResponse, error) {
-	block := h.nri.BlockPluginSync()
-	defer block.Unblock()
-	resp, err := next(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	id := req.GetPodSandboxId()
-	for _, rtID := range h.state.containersOf(id) {
-		h.stopped(ctx, rtID, nil)
-		h.removed(ctx, rtID)
-	}
-	h.podStopped(ctx, id)
-	if pod := h.state.pod(id); pod != nil {
-		if err := h.nri.RemovePodSandbox(ctx, &api.RemovePodSandboxRequest{Pod: protoClone(pod)}); err != nil {
-			h.log.WithError(err).WithField("pod", podName(pod)).Warn("nri: plugins failed RemovePodSandbox (the sandbox is removed)")
+	return afterRuntime(h, ctx, req, next, func() {
+		id := req.GetPodSandboxId()
+		for _, rtID := range h.state.containersOf(id) {
+			h.stopped(ctx, rtID, nil)
+			h.removed(ctx, rtID)
 		}
-		h.state.removePod(id)
+		h.podRemoved(ctx, id)
+	})
+}
+
+// podRemoved sends a pod's NRI StopPodSandbox if it had none, then its
+// RemovePodSandbox, and forgets it.
+func (h *Host) podRemoved(ctx context.Context, id string) {
+	h.podStopped(ctx, id)
+	pod := h.state.pod(id)
+	if pod == nil {
+		return
 	}
-	return resp, nil
+	if err := h.nri.RemovePodSandbox(ctx, &api.RemovePodSandboxRequest{Pod: protoClone(pod)}); err != nil {
+		h.log.WithError(err).WithField("pod", podName(pod)).Warn("nri: plugins failed RemovePodSandbox (the sandbox is removed)")
+	}
+	h.state.removePod(id)
 }

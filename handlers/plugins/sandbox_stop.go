@@ -14,18 +14,13 @@ import (
 // them. Plugin failures here are logged (the sandbox is stopped).
 func (h *Host) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest,
 	next shim.Next[*runtimeapi.StopPodSandboxRequest, *runtimeapi.StopPodSandboxResponse]) (*runtimeapi.StopPodSandboxResponse, error) {
-	block := h.nri.BlockPluginSync()
-	defer block.Unblock()
-	resp, err := next(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	id := req.GetPodSandboxId()
-	for _, rtID := range h.state.containersOf(id) {
-		h.stopped(ctx, rtID, nil)
-	}
-	h.podStopped(ctx, id)
-	return resp, nil
+	return afterRuntime(h, ctx, req, next, func() {
+		id := req.GetPodSandboxId()
+		for _, rtID := range h.state.containersOf(id) {
+			h.stopped(ctx, rtID, nil)
+		}
+		h.podStopped(ctx, id)
+	})
 }
 
 // podStopped sends a pod's NRI StopPodSandbox once (the kubelet may call

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/containerd/nri/pkg/api"
-	"github.com/containerd/nri/pkg/stub"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -23,15 +22,7 @@ import (
 func TestPluginUpdateBecomesUpdateContainerResources(t *testing.T) {
 	r := newRig(t, &Config{}, createScript)
 	p := &testPlugin{created: make(chan *api.Container, 1)}
-	s, err := stub.New(p, stub.WithPluginName("updater"), stub.WithPluginIdx("10"), stub.WithSocketPath(r.sock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Stop)
-	r.waitConnected(t, "updater")
+	s := r.connect(t, "updater", "10", p)
 	if _, err := r.RC.CreateContainer(context.Background(), createReq()); err != nil {
 		t.Fatal(err)
 	}
@@ -111,15 +102,7 @@ func TestUpdateContainerResourcesThroughPlugins(t *testing.T) {
 	r := newRig(t, &Config{}, createScript)
 	r.connect(t, "resizer", "10", &testPlugin{})
 	p := &resizer{}
-	s, err := stub.New(p, stub.WithPluginName("resizer2"), stub.WithPluginIdx("20"), stub.WithSocketPath(r.sock))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Stop)
-	r.waitConnected(t, "resizer2")
+	r.connect(t, "resizer2", "20", p)
 	if _, err := r.RC.CreateContainer(context.Background(), createReq()); err != nil {
 		t.Fatal(err)
 	}
