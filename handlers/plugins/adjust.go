@@ -129,35 +129,28 @@ func unsupportedIn(id string, a *api.ContainerAdjustment, owners *api.OwningPlug
 	}
 	var probe runtimeapi.LinuxContainerResources
 	for _, u := range applyResources(&probe, l.GetResources()) {
-		var o string
-		switch u.field {
-		case "memory.reservation":
-			o = owner(owners.MemReservationOwner(id))
-		case "memory.kernel":
-			o = owner(owners.MemKernelLimitOwner(id))
-		case "memory.kernelTCP":
-			o = owner(owners.MemTCPLimitOwner(id))
-		case "memory.swappiness":
-			o = owner(owners.MemSwappinessOwner(id))
-		case "memory.disableOOMKiller":
-			o = owner(owners.MemDisableOomKillerOwner(id))
-		case "memory.useHierarchy":
-			o = owner(owners.MemUseHierarchyOwner(id))
-		case "cpu.realtimeRuntime":
-			o = owner(owners.CPURealtimeRuntimeOwner(id))
-		case "cpu.realtimePeriod":
-			o = owner(owners.CPURealtimePeriodOwner(id))
-		case "pids":
-			o = owner(owners.PidsLimitOwner(id))
-		case "blockioClass":
-			o = owner(owners.BlockioClassOwner(id))
-		case "rdtClass":
-			o = owner(owners.RdtClassOwner(id))
+		if of, ok := resourceOwners[u.field]; ok {
+			u.owner = owner(of(owners, id))
 		}
-		u.owner = o
 		out = append(out, u)
 	}
 	return out
+}
+
+// resourceOwners names, per resource field CRI cannot carry, NRI's
+// lookup of the plugin that set it.
+var resourceOwners = map[string]func(*api.OwningPlugins, string) (string, bool){
+	"memory.reservation":      (*api.OwningPlugins).MemReservationOwner,
+	"memory.kernel":           (*api.OwningPlugins).MemKernelLimitOwner,
+	"memory.kernelTCP":        (*api.OwningPlugins).MemTCPLimitOwner,
+	"memory.swappiness":       (*api.OwningPlugins).MemSwappinessOwner,
+	"memory.disableOOMKiller": (*api.OwningPlugins).MemDisableOomKillerOwner,
+	"memory.useHierarchy":     (*api.OwningPlugins).MemUseHierarchyOwner,
+	"cpu.realtimeRuntime":     (*api.OwningPlugins).CPURealtimeRuntimeOwner,
+	"cpu.realtimePeriod":      (*api.OwningPlugins).CPURealtimePeriodOwner,
+	"pids":                    (*api.OwningPlugins).PidsLimitOwner,
+	"blockioClass":            (*api.OwningPlugins).BlockioClassOwner,
+	"rdtClass":                (*api.OwningPlugins).RdtClassOwner,
 }
 
 // callKey carries a CreateContainer's call record through NRI's adaptation

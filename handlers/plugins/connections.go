@@ -224,6 +224,14 @@ func (t *tracker) missing(required []string) []string {
 	return out
 }
 
+// any reports whether any plugin is connected: the per-call check of the
+// calls NRI has events for, without building a list.
+func (t *tracker) any() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.live) > 0
+}
+
 // connected lists the connected plugin names, sorted.
 func (t *tracker) connected() []string {
 	t.mu.Lock()

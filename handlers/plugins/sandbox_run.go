@@ -32,7 +32,7 @@ func (h *Host) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandboxR
 	defer block.Unblock()
 	id := resp.GetPodSandboxId()
 	pod := podFromConfig(id, req.GetRuntimeHandler(), req.GetConfig())
-	if len(h.tracker.connected()) == 0 {
+	if !h.tracker.any() {
 		// No plugin to tell; one that connects later lists the pod.
 		h.state.putPod(pod)
 		return resp, nil
