@@ -28,9 +28,15 @@ func (h *Host) CreateContainer(ctx context.Context, req *runtimeapi.CreateContai
 		pod = podFromConfig(podID, "", req.GetSandboxConfig())
 		h.state.putPod(pod)
 	}
-	if len(h.tracker.connected()) == 0 {
+	if !h.tracker.any() {
 		// No plugin: the request goes as it came, and the container is
-		// known to plugins that connect later by its runtime ID.
+		// known to plugins that connect later by its runtime ID. The one
+		// exception is crishim's own ID annotation, which a client could
+		// set to pass as another container to plugins that connect later.
+		if _, spoofed := req.GetConfig().GetAnnotations()[IDAnnotation]; spoofed {
+			req = cloneCreate(req)
+			delete(req.Config.Annotations, IDAnnotation)
+		}
 		resp, err := next(ctx, req)
 		if err == nil {
 			ctr := containerFromCreate(resp.GetContainerId(), req)

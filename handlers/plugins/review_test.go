@@ -82,3 +82,30 @@ func TestKubeletAnnotationsProtected(t *testing.T) {
 		})
 	}
 }
+
+// TestIDAnnotationCannotBeSpoofed: crishim's container-ID annotation comes
+// from crishim only. A client that sets it would pass, after a restart or
+// to a plugin connecting later, as another container.
+func TestIDAnnotationCannotBeSpoofed(t *testing.T) {
+	const spoofed = "0000000000000000000000000000000000000000000000000000000000000001"
+	for _, withPlugin := range []bool{false, true} {
+		t.Run(map[bool]string{false: "no plugin", true: "plugin"}[withPlugin], func(t *testing.T) {
+			r := newRig(t, &Config{}, createScript)
+			if withPlugin {
+				r.connect(t, "any", "10", &testPlugin{})
+			}
+			req := createReq()
+			req.Config.Annotations[IDAnnotation] = spoofed
+			if _, err := r.RC.CreateContainer(context.Background(), req); err != nil {
+				t.Fatal(err)
+			}
+			got := sentCreate(t, r.Fake)[0].GetConfig().GetAnnotations()[IDAnnotation]
+			if got == spoofed {
+				t.Fatalf("the runtime got the client's %s", IDAnnotation)
+			}
+			if withPlugin == (got == "") {
+				t.Fatalf("%s = %q: want crishim's own with a plugin, none without", IDAnnotation, got)
+			}
+		})
+	}
+}
