@@ -16,7 +16,7 @@ build: ## build bin/crishim
 # MATRIX=1 (default): e2e + critest on containerd 1.6, containerd 2.x and CRI-O;
 # MATRIX=0: containerd 1.6 only (RUNTIME picks another one).
 MATRIX ?= 1
-test: lint rules unit fuzz $(if $(filter 1,$(MATRIX)),matrix,e2e conformance) ## the whole suite: lint, alert rules, unit (race), fuzzing, and as root the runtime matrix (e2e + critest direct vs through crishim on containerd 1.6, 2.x, CRI-O)
+test: lint rules unit fuzz h2spec $(if $(filter 1,$(MATRIX)),matrix,e2e conformance) ## the whole suite: lint, alert rules, unit (race), fuzzing, HTTP/2 conformance (h2spec), and as root the runtime matrix (e2e + critest direct vs through crishim on containerd 1.6, 2.x, CRI-O)
 
 PROMTOOL ?= promtool
 ALERT_RULES := configs/prometheus/crishim-alerts.yaml
@@ -55,14 +55,28 @@ FUZZTIME ?= 20000x
 # package:target pairs; every fuzz target of the project
 FUZZ_TARGETS := ./shim:FuzzFindString ./cmd/crishim/daemon:FuzzConfig ./handlers/registry:FuzzCanonical ./handlers/routing:FuzzDecide \
 	./handlers/routing:FuzzRunPodSandbox ./handlers/pulls:FuzzPullImage ./handlers/credentials:FuzzMatchImage \
-	./handlers/plugins:FuzzApplyAdjustment
+	./handlers/plugins:FuzzApplyAdjustment ./shim/frames:FuzzRouter
 
-fuzz: ## short fuzz runs of every fuzz target (FUZZTIME each): config, routing, requests, image refs, key matching, wire scanning
+fuzz: ## short fuzz runs of every fuzz target (FUZZTIME each): config, routing, requests, image refs, key matching, wire scanning, the HTTP/2 frame router
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  echo "fuzz $${t#*:} ($${t%%:*}) for $(FUZZTIME)"; \
 	  out=$$($(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}" 2>&1) || { echo "$$out"; exit 1; }; \
 	  echo "$$out" | tail -1; \
 	done
+
+# h2spec (HTTP/2 conformance) is built from the Go module proxy at this version. It predates Go
+# modules (no go.mod), so `go install h2spec@version` would take its dependencies at whatever is
+# newest that day: a throwaway module pins them too (x/net at the main module's version).
+H2SPEC_VERSION ?= v2.2.1+incompatible
+H2SPEC_DEPS := github.com/spf13/cobra@v1.10.2 github.com/fatih/color@v1.19.0 golang.org/x/net@v0.60.0
+
+h2spec: ## HTTP/2 conformance of the frame router's listener (shim/frames): h2spec, installed into bin/, against the router over a fake upstream
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cd "$$tmp"; \
+	  out=$$( { $(GO) mod init h2spec-install && \
+	    $(GO) get github.com/summerwind/h2spec/cmd/h2spec@$(H2SPEC_VERSION) $(H2SPEC_DEPS) && \
+	    GOBIN=$(abspath $(BIN)) $(GO) install github.com/summerwind/h2spec/cmd/h2spec; } 2>&1) || { echo "$$out"; exit 1; }; \
+	  echo "h2spec $(H2SPEC_VERSION) installed as $(BIN)/h2spec"
+	H2SPEC=$(abspath $(BIN))/h2spec H2SPEC_REQUIRED=1 $(GO) test -race -count=1 -v ./test/h2spec/
 
 install: build ## install bin/crishim, the systemd unit and the reference config (as root)
 	install -m 0755 $(BIN)/crishim /usr/local/bin/crishim
@@ -76,4 +90,4 @@ clean: ## remove build output
 
 include test/bed/bed.mk
 
-.PHONY: help build test rules unit lint bench fuzz install clean
+.PHONY: help build test rules unit lint bench fuzz h2spec install clean

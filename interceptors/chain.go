@@ -30,5 +30,7 @@ func Chain(log *logrus.Logger, methods *shim.Methods, m *metrics.Metrics) shim.O
 		m.StreamServerInterceptor(),
 		recovery.StreamServerInterceptor(rec...),
 	}
-	return shim.WithInterceptors(unary, stream)
+	// The frame router's passthrough calls reach neither chain: logging and
+	// metrics observe them (no handler of ours runs there to recover).
+	return shim.Join(shim.WithInterceptors(unary, stream), shim.WithObservers(lg, m))
 }

@@ -1,15 +1,16 @@
 package shim
 
 import (
+	"errors"
 	"net"
 	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/net/netutil"
 )
 
 // Memory reclaim after a connection storm. Every served connection costs
@@ -59,10 +60,11 @@ func newConnections(limit int) *connections {
 // stops calling accept), so a storm costs kernel socket buffers, not
 // crishim's memory; every accepted connection is counted until it closes.
 func (c *connections) listener(l net.Listener) net.Listener {
+	cl := &countingListener{Listener: l, c: c, done: make(chan struct{})}
 	if c.limit > 0 {
-		l = netutil.LimitListener(l, c.limit)
+		cl.slots = make(chan struct{}, c.limit)
 	}
-	return &countingListener{Listener: l, c: c}
+	return cl
 }
 
 func (c *connections) opened() {
@@ -146,29 +148,70 @@ func (c *connections) reclaimer() (stop func()) {
 	return func() { close(done); wg.Wait() }
 }
 
+// countingListener counts accepted connections and, with a limit, stops
+// calling accept while limit connections are open (as x/net's
+// netutil.LimitListener, whose wrapped connections would hide the socket
+// from the frame router's direct writes).
 type countingListener struct {
 	net.Listener
-	c *connections
+	c     *connections
+	slots chan struct{} // nil: no limit
+	done  chan struct{}
+	once  sync.Once
 }
 
 func (l *countingListener) Accept() (net.Conn, error) {
+	if l.slots != nil {
+		select {
+		case l.slots <- struct{}{}:
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
+	}
 	conn, err := l.Listener.Accept()
 	if err != nil {
+		l.release()
 		return nil, err
 	}
 	l.c.opened()
-	return &countedConn{Conn: conn, c: l.c}, nil
+	return &countedConn{Conn: conn, l: l}, nil
+}
+
+func (l *countingListener) release() {
+	if l.slots != nil {
+		<-l.slots
+	}
+}
+
+func (l *countingListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return l.Listener.Close()
 }
 
 type countedConn struct {
 	net.Conn
 	once sync.Once
-	c    *connections
+	l    *countingListener
 }
+
+// SyscallConn exposes the socket, so the frame router can write to it
+// without a hand-off to a writer goroutine.
+func (c *countedConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errNotSocket
+	}
+	return sc.SyscallConn()
+}
+
+var errNotSocket = errors.New("not a socket")
 
 func (c *countedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.c.closed)
+	c.once.Do(func() {
+		c.l.c.closed()
+		c.l.release()
+	})
 	return err
 }
 
@@ -195,6 +238,18 @@ func (s *Server) RegisterConnectionMetrics(reg prometheus.Registerer) error {
 			Namespace: MetricsNamespace, Subsystem: "server", Name: "memory_reclaims_total",
 			Help: "Times crishim returned free memory to the OS after a storm of client connections closed.",
 		}, func() float64 { return float64(s.conns.reclaims.Load()) }),
+	}
+	{
+		collectors = append(collectors,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: MetricsNamespace, Subsystem: "passthrough", Name: "buffered_bytes",
+				Help: "Bytes the frame passthrough holds for readers slower than their writers (bounded by the stream windows and a 64 MiB budget).",
+			}, func() float64 { return float64(s.router.Stats().Buffered) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: MetricsNamespace, Subsystem: "passthrough", Name: "upstream_connections",
+				Help: "HTTP/2 connections the frame passthrough keeps to the runtime and image endpoints.",
+			}, func() float64 { return float64(s.router.Stats().Upstreams) }),
+			s.clientErrors)
 	}
 	return RegisterCollectors(reg, collectors...)
 }

@@ -81,6 +81,16 @@ func chain(hs []Handler, up *upstreamConn) untypedNext {
 	return next
 }
 
+// outgoingContext forwards the caller's request metadata upstream; gRPC drops
+// the reserved and pseudo headers (:authority, content-type, user-agent, ...)
+// itself. The caller's deadline and cancellation travel with ctx.
+func outgoingContext(ctx context.Context) context.Context {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		return metadata.NewOutgoingContext(ctx, md)
+	}
+	return ctx
+}
+
 func invoke(ctx context.Context, up *upstreamConn, method string, req, resp any) error {
 	var header, trailer metadata.MD
 	err := up.conn.Invoke(outgoingContext(ctx), method, req, resp, grpc.Header(&header), grpc.Trailer(&trailer))

@@ -205,8 +205,8 @@ func idFields(md protoreflect.MessageDescriptor) []IDField {
 }
 
 // FindString returns the string at path in the protobuf message b, scanning
-// the wire format without decoding the rest. A message cut short (see
-// Frame.Head) yields what was found before the cut; nothing found yields "".
+// the wire format without decoding the rest. A message cut short yields
+// what was found before the cut; nothing found yields "".
 func FindString(b []byte, path []protowire.Number) string {
 	for depth, want := range path {
 		found := scanBytesField(b, want)

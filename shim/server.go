@@ -2,13 +2,16 @@ package shim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
+
+	"github.com/crishim/crishim/shim/frames"
 )
 
 // Defaults mirror the kubelet's own endpoints and limits.
@@ -55,10 +58,11 @@ type Config struct {
 type Option func(*options)
 
 type options struct {
-	methods  *Methods
-	handlers []Handler
-	unary    []grpc.UnaryServerInterceptor
-	stream   []grpc.StreamServerInterceptor
+	methods   *Methods
+	handlers  []Handler
+	unary     []grpc.UnaryServerInterceptor
+	stream    []grpc.StreamServerInterceptor
+	observers []frames.Observer
 }
 
 // WithMethods makes the server use t as its method table, the one its
@@ -70,9 +74,10 @@ func WithHandlers(h ...Handler) Option {
 	return func(o *options) { o.handlers = append(o.handlers, h...) }
 }
 
-// WithInterceptors adds interceptors, outermost first. Typed handlers see the
-// unary ones; passthrough calls, being streams to gRPC, see the stream ones,
-// so every concern needs both forms.
+// WithInterceptors adds interceptors, outermost first, to the gRPC server of
+// the intercepted methods: typed handlers see the unary ones, streaming
+// handlers would see the stream ones. Passthrough calls never reach the gRPC
+// server; WithObservers gives them logs and metrics.
 func WithInterceptors(unary []grpc.UnaryServerInterceptor, stream []grpc.StreamServerInterceptor) Option {
 	return func(o *options) {
 		o.unary = append(o.unary, unary...)
@@ -80,8 +85,9 @@ func WithInterceptors(unary []grpc.UnaryServerInterceptor, stream []grpc.StreamS
 	}
 }
 
-// Server is crishim's gRPC server: typed handlers for intercepted methods and
-// one passthrough for everything else, in front of the upstream runtime.
+// Server is crishim's server: a frame router in front of the upstream
+// runtime that forwards every call as HTTP/2 frames, the intercepted ones
+// through a gRPC server of typed handlers.
 type Server struct {
 	grpc    *grpc.Server
 	ups     *upstreams
@@ -90,8 +96,11 @@ type Server struct {
 	conns      *connections
 	maxStreams uint32
 
-	draining context.Context
-	drain    context.CancelFunc
+	// The router serves the clients; the gRPC server only serves local's
+	// in-process connections, which the router uses for intercepted calls.
+	router       *frames.Router
+	local        *localListener
+	clientErrors *prometheus.CounterVec
 }
 
 // New connects (lazily, with retries) to the upstream endpoints and builds the
@@ -127,13 +136,9 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 		ups.close()
 		return nil, err
 	}
-	draining, drain := context.WithCancel(context.Background())
-	fwd := &forwarder{methods: methods, ups: ups, draining: draining}
 	sopts := []grpc.ServerOption{
-		grpc.ForceServerCodecV2(codec{}),
 		grpc.MaxRecvMsgSize(cfg.MaxMessageSize),
 		grpc.MaxSendMsgSize(cfg.MaxMessageSize),
-		grpc.UnknownServiceHandler(fwd.handle),
 		grpc.ChainUnaryInterceptor(o.unary...),
 		grpc.ChainStreamInterceptor(o.stream...),
 	}
@@ -144,11 +149,30 @@ func New(cfg Config, opts ...Option) (*Server, error) {
 	for _, sd := range descs {
 		g.RegisterService(sd, struct{}{})
 	}
-	return &Server{
+	s := &Server{
 		grpc: g, ups: ups, methods: methods,
 		conns: newConnections(cfg.MaxConnections), maxStreams: cfg.MaxConcurrentStreams,
-		draining: draining, drain: drain,
-	}, nil
+		local: newLocalListener(),
+	}
+	{
+		s.clientErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: MetricsNamespace, Subsystem: "passthrough", Name: "client_errors_total",
+			Help: "Client connections crishim ended for an HTTP/2 protocol violation or a flood, by the HTTP/2 error code it sent (ENHANCE_YOUR_CALM: rapid reset, CONTINUATION, PING or SETTINGS flood).",
+		}, []string{"code"})
+		// The codes a client's misbehaviour gets start at zero, so that
+		// alerts on their rate see the series before the first one.
+		for _, code := range []http2.ErrCode{http2.ErrCodeProtocol, http2.ErrCodeFlowControl, http2.ErrCodeFrameSize,
+			http2.ErrCodeCompression, http2.ErrCodeEnhanceYourCalm} {
+			s.clientErrors.WithLabelValues(code.String())
+		}
+		onErr := func(code http2.ErrCode) { s.clientErrors.WithLabelValues(code.String()).Inc() }
+		if s.router, err = newFrameRouter(cfg, methods, o.handlers, o.observers, onErr, s.local); err != nil {
+			ups.close()
+			return nil, err
+		}
+	}
+	go func() { _ = g.Serve(s.local) }()
+	return s, nil
 }
 
 // Methods returns the server's method table.
@@ -159,7 +183,7 @@ func (s *Server) Methods() *Methods { return s.methods }
 func (s *Server) Serve(l net.Listener) error {
 	stop := s.conns.reclaimer()
 	defer stop()
-	if err := s.grpc.Serve(s.conns.listener(l)); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+	if err := s.router.Serve(s.conns.listener(l)); err != nil {
 		return fmt.Errorf("serve %s: %w", l.Addr(), err)
 	}
 	return nil
@@ -169,25 +193,16 @@ func (s *Server) Serve(l net.Listener) error {
 // clients reconnect), and waits for in-flight calls until ctx ends; then it
 // cuts the remaining calls. It reports whether every call finished in time.
 func (s *Server) Shutdown(ctx context.Context) bool {
-	s.drain()
-	done := make(chan struct{})
-	go func() {
-		s.grpc.GracefulStop()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return true
-	case <-ctx.Done():
-		s.grpc.Stop()
-		<-done
-		return false
-	}
+	// Intercepted calls are router streams too: when the router is done,
+	// so is the gRPC server behind it.
+	ok := s.router.Shutdown(ctx)
+	s.grpc.Stop()
+	return ok
 }
 
 // Close stops the server at once and closes the upstream connections.
 func (s *Server) Close() {
-	s.drain()
+	s.router.Close()
 	s.grpc.Stop()
 	s.ups.close()
 }

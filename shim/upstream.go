@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -81,7 +82,7 @@ func dialUpstream(endpoint string, o dialOptions) (*upstreamConn, error) {
 		// does not pay for a reconnect.
 		grpc.WithIdleTimeout(0),
 		grpc.WithDefaultCallOptions(
-			grpc.ForceCodecV2(upstreamCodec{}),
+			grpc.ForceCodecV2(upstreamCodec{encoding.GetCodecV2("proto")}),
 			grpc.MaxCallRecvMsgSize(o.maxMsgSize),
 			grpc.MaxCallSendMsgSize(o.maxMsgSize),
 		),
@@ -91,6 +92,16 @@ func dialUpstream(endpoint string, o dialOptions) (*upstreamConn, error) {
 	}
 	return &upstreamConn{endpoint: endpoint, conn: conn}, nil
 }
+
+// upstreamCodec is gRPC's protobuf codec with an empty name. A client's
+// forced codec name becomes the content subtype of every request
+// ("application/grpc+proto"); CRI-O matches exactly "application/grpc" (a
+// cmux matcher in front of its gRPC server) and resets any other
+// connection. An empty name sends the plain content type, as the kubelet's
+// own client does.
+type upstreamCodec struct{ encoding.CodecV2 }
+
+func (upstreamCodec) Name() string { return "" }
 
 // keepConnected reconnects as soon as the connection drops to idle (after the
 // runtime closed it) and stops when ctx ends.

@@ -2,6 +2,7 @@ package logging
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -27,6 +28,7 @@ const maxIDScan = 4096
 type Logger struct {
 	log     *logrus.Logger
 	methods *shim.Methods
+	plain   sync.Map // *shim.Method -> *plainCall
 }
 
 // New returns a Logger writing to log and classifying calls with methods.
@@ -50,8 +52,8 @@ func (l *Logger) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	}
 }
 
-// StreamServerInterceptor logs passthrough and streaming calls, taking ids
-// from the first request and, for unary methods, from the response.
+// StreamServerInterceptor logs streaming calls, taking ids from the first
+// request and, for unary methods, from the response.
 func (l *Logger) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		m := l.methods.Lookup(info.FullMethod)
@@ -132,7 +134,6 @@ func (s *idStream) RecvMsg(m any) error {
 }
 
 func (s *idStream) SendMsg(m any) error {
-	// Read before sending: sending a Frame hands its bytes to gRPC.
 	if !s.sent && s.method.Unary() {
 		s.sent = true
 		s.add(s.method.ResponseIDs, m)
@@ -148,15 +149,12 @@ func (s *idStream) add(fields []shim.IDField, m any) {
 }
 
 func addIDs(dst []idValue, fields []shim.IDField, m any) []idValue {
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return dst
+	}
 	for _, f := range fields {
-		var v string
-		switch m := m.(type) {
-		case *shim.Frame:
-			v = shim.FindString(m.Head(maxIDScan), f.Path)
-		case proto.Message:
-			v = findString(m.ProtoReflect(), f.Path)
-		}
-		if v != "" {
+		if v := findString(pm.ProtoReflect(), f.Path); v != "" {
 			dst = append(dst, idValue{f.Key, v})
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
@@ -15,6 +16,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/crishim/crishim/shim"
+	"github.com/crishim/crishim/shim/frames"
 )
 
 const secret = "s3cr3t-Passw0rd"
@@ -44,22 +46,33 @@ func lines(t *testing.T, buf *bytes.Buffer) []map[string]any {
 	return out
 }
 
-// frameStream is a server stream that receives one raw message and records
-// what is sent.
-type frameStream struct {
+// rawStream is a server stream that receives one message, decoded from raw
+// bytes, and records what is sent.
+type rawStream struct {
 	grpc.ServerStream
 	in   []byte
 	sent int
 }
 
-func (s *frameStream) Context() context.Context { return context.Background() }
+func (s *rawStream) Context() context.Context { return context.Background() }
 
-func (s *frameStream) RecvMsg(m any) error {
-	*m.(*shim.Frame) = *shim.NewFrame(s.in)
+func (s *rawStream) RecvMsg(m any) error { return proto.Unmarshal(s.in, m.(proto.Message)) }
+
+// newRequest returns an empty request of one of the methods the tests use.
+func newRequest(t *testing.T, method string) proto.Message {
+	switch method {
+	case runtimeapi.RuntimeService_StopContainer_FullMethodName:
+		return &runtimeapi.StopContainerRequest{}
+	case runtimeapi.RuntimeService_ListContainers_FullMethodName:
+		return &runtimeapi.ListContainersRequest{}
+	case runtimeapi.ImageService_PullImage_FullMethodName:
+		return &runtimeapi.PullImageRequest{}
+	}
+	t.Fatalf("no request type for %s", method)
 	return nil
 }
 
-func (s *frameStream) SendMsg(any) error { s.sent++; return nil }
+func (s *rawStream) SendMsg(any) error { s.sent++; return nil }
 
 func TestLogLines(t *testing.T) {
 	pull := &runtimeapi.PullImageRequest{
@@ -89,48 +102,67 @@ func TestLogLines(t *testing.T) {
 		{desc: "image named, credentials never, raw", level: logrus.TraceLevel, method: runtimeapi.ImageService_PullImage_FullMethodName, raw: pullBytes, err: status.Error(codes.Unknown, "failed to pull: 401 Unauthorized"), wantLevel: "warning", wantID: [2]string{"image", "registry.example/app:1"}, wantCode: "Unknown"},
 		{desc: "id from the response", level: logrus.InfoLevel, method: runtimeapi.RuntimeService_RunPodSandbox_FullMethodName, typed: &runtimeapi.RunPodSandboxRequest{}, resp: runResp, wantLevel: "info", wantID: [2]string{"pod", "pod-9"}, wantCode: "OK"},
 	}
+	type form struct {
+		name     string
+		observer bool // the frame router's observer instead of an interceptor
+	}
 	for _, tc := range tests {
-		t.Run(tc.desc, func(t *testing.T) {
-			l, buf := newTestLogger(tc.level)
-			if tc.typed != nil {
-				_, _ = l.UnaryServerInterceptor()(context.Background(), tc.typed, &grpc.UnaryServerInfo{FullMethod: tc.method},
-					func(context.Context, any) (any, error) { return tc.resp, tc.err })
-			} else {
-				ss := &frameStream{in: tc.raw}
-				_ = l.StreamServerInterceptor()(nil, ss, &grpc.StreamServerInfo{FullMethod: tc.method}, func(_ any, s grpc.ServerStream) error {
-					if err := s.RecvMsg(new(shim.Frame)); err != nil {
-						return err
+		forms := []form{{"interceptor", false}}
+		if tc.typed == nil {
+			forms = append(forms, form{"observer", true})
+		}
+		for _, fm := range forms {
+			t.Run(tc.desc+"/"+fm.name, func(t *testing.T) {
+				l, buf := newTestLogger(tc.level)
+				if fm.observer {
+					call := l.Begin(tc.method)
+					if mc, ok := call.(frames.MessageCall); ok {
+						mc.Message(true, tc.raw)
+					} else if tc.wantID[0] != "" {
+						t.Fatalf("the call wants no message, yet the log needs its %s", tc.wantID[0])
 					}
-					return tc.err
-				})
-			}
-			got := lines(t, buf)
-			if strings.Contains(buf.String(), secret) || strings.Contains(buf.String(), "cm9ib3Q6") {
-				t.Fatalf("a credential reached the log: %s", buf.String())
-			}
-			if tc.wantLevel == "" {
-				if len(got) != 0 {
-					t.Fatalf("got %d lines, want none: %s", len(got), buf.String())
+					st := status.Convert(tc.err)
+					call.End(time.Now(), st.Code(), st.Message())
+				} else if tc.typed != nil {
+					_, _ = l.UnaryServerInterceptor()(context.Background(), tc.typed, &grpc.UnaryServerInfo{FullMethod: tc.method},
+						func(context.Context, any) (any, error) { return tc.resp, tc.err })
+				} else {
+					ss := &rawStream{in: tc.raw}
+					_ = l.StreamServerInterceptor()(nil, ss, &grpc.StreamServerInfo{FullMethod: tc.method}, func(_ any, s grpc.ServerStream) error {
+						if err := s.RecvMsg(newRequest(t, tc.method)); err != nil {
+							return err
+						}
+						return tc.err
+					})
 				}
-				return
-			}
-			if len(got) != 1 {
-				t.Fatalf("got %d lines, want 1: %s", len(got), buf.String())
-			}
-			line := got[0]
-			if line["level"] != tc.wantLevel || line["grpc.code"] != tc.wantCode {
-				t.Errorf("level %v code %v, want %s %s", line["level"], line["grpc.code"], tc.wantLevel, tc.wantCode)
-			}
-			if _, ok := line["duration"]; !ok {
-				t.Error("no duration field")
-			}
-			if tc.wantID[0] != "" && line[tc.wantID[0]] != tc.wantID[1] {
-				t.Errorf("field %s = %v, want %s", tc.wantID[0], line[tc.wantID[0]], tc.wantID[1])
-			}
-			if tc.err != nil && line["grpc.error"] != status.Convert(tc.err).Message() {
-				t.Errorf("grpc.error = %v", line["grpc.error"])
-			}
-		})
+				got := lines(t, buf)
+				if strings.Contains(buf.String(), secret) || strings.Contains(buf.String(), "cm9ib3Q6") {
+					t.Fatalf("a credential reached the log: %s", buf.String())
+				}
+				if tc.wantLevel == "" {
+					if len(got) != 0 {
+						t.Fatalf("got %d lines, want none: %s", len(got), buf.String())
+					}
+					return
+				}
+				if len(got) != 1 {
+					t.Fatalf("got %d lines, want 1: %s", len(got), buf.String())
+				}
+				line := got[0]
+				if line["level"] != tc.wantLevel || line["grpc.code"] != tc.wantCode {
+					t.Errorf("level %v code %v, want %s %s", line["level"], line["grpc.code"], tc.wantLevel, tc.wantCode)
+				}
+				if _, ok := line["duration"]; !ok {
+					t.Error("no duration field")
+				}
+				if tc.wantID[0] != "" && line[tc.wantID[0]] != tc.wantID[1] {
+					t.Errorf("field %s = %v, want %s", tc.wantID[0], line[tc.wantID[0]], tc.wantID[1])
+				}
+				if tc.err != nil && line["grpc.error"] != status.Convert(tc.err).Message() {
+					t.Errorf("grpc.error = %v", line["grpc.error"])
+				}
+			})
+		}
 	}
 }
 

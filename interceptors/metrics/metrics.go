@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/crishim/crishim/shim"
+	"github.com/crishim/crishim/shim/frames"
 )
 
 // HandlingBuckets span CRI latencies: sub-millisecond Version and status
@@ -97,7 +98,7 @@ func (m *Metrics) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	}
 }
 
-// StreamServerInterceptor measures passthrough and streaming calls.
+// StreamServerInterceptor measures streaming calls.
 func (m *Metrics) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		s, begin := m.start(info.FullMethod)
@@ -135,3 +136,20 @@ func (m *Metrics) seriesOf(meth *shim.Method) *methodSeries {
 	actual, _ := m.series.LoadOrStore(key, s)
 	return actual.(*methodSeries)
 }
+
+// Begin implements frames.Observer: the frame router's passthrough calls
+// count in the same series as the interceptors' calls.
+func (m *Metrics) Begin(method string) frames.Call {
+	s := m.seriesOf(m.methods.Lookup(method))
+	s.inFlight.Inc()
+	return s
+}
+
+// End implements frames.Call.
+func (s *methodSeries) End(start time.Time, code codes.Code, _ string) {
+	s.handling.Observe(time.Since(start).Seconds())
+	s.inFlight.Dec()
+	s.handledCounter(code).Inc()
+}
+
+var _ frames.Observer = (*Metrics)(nil)

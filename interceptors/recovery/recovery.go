@@ -47,8 +47,7 @@ func UnaryServerInterceptor(opts ...Option) grpc.UnaryServerInterceptor {
 	}
 }
 
-// StreamServerInterceptor recovers panics of stream handlers, which include
-// every passthrough call.
+// StreamServerInterceptor recovers panics of stream handlers.
 func StreamServerInterceptor(opts ...Option) grpc.StreamServerInterceptor {
 	o := newOptions(opts)
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {

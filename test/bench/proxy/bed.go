@@ -121,31 +121,16 @@ func runBed(c *config, dir string, rep *Report) error {
 }
 
 func measureBed(c *config, dir string, rep *Report, ctrd, bedDir, cgroup, registry string) error {
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	floorSock := filepath.Join(dir, "bfloor.sock")
-	floor, err := benchproc.Start("bed-floor", filepath.Join(dir, "bed-floor.log"), c.proxyEnv, self, "-role", roleFloor, "-socket", floorSock, "-upstream", ctrd)
-	if err != nil {
-		return err
-	}
-	defer floor.Stop()
-	if err := floor.WaitSocket(floorSock); err != nil {
-		return err
-	}
-	cri, criSock, err := benchproc.StartCrishim(c.crishim, dir, "bed-crishim", c.proxyEnv, benchproc.CrishimConfig{RuntimeEndpoint: "unix://" + ctrd})
-	if err != nil {
-		return err
-	}
-	defer cri.Stop()
-	targets := []*target{{name: "direct", socket: ctrd}, {name: "floor", socket: floorSock, proxy: floor}, {name: "crishim", socket: criSock, proxy: cri}}
-	for _, t := range targets {
-		if t.cc, err = dial(t.socket); err != nil {
+	// The same paths as in the fake scenarios (-compare's aside), in front
+	// of containerd.
+	tb := &testbed{c: c, dir: dir, prefix: "bed-", upSock: ctrd}
+	defer tb.stop()
+	for _, p := range c.paths {
+		if _, err := tb.start(p, benchproc.CrishimConfig{RuntimeEndpoint: "unix://" + ctrd}); err != nil {
 			return err
 		}
-		defer t.cc.Close()
 	}
+	targets := tb.targets
 	direct := targets[0].cc
 
 	image := registry + "/busybox:1.35"

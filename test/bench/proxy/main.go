@@ -1,7 +1,11 @@
 // Command proxy measures what crishim's extra hop costs: the same workload,
-// in one run, directly against an upstream runtime, through a minimal raw
-// forwarder (the floor reference) and through crishim (the real binary, with
-// its default interceptors: logging at info, metrics), alternating the three.
+// in one run, directly against an upstream runtime, through a byte splice
+// (the physical floor of one more unix-socket hop), through a minimal raw
+// gRPC forwarder (the floor of a gRPC-terminating forwarder) and through
+// crishim (the real binary, with its default interceptors: logging at info,
+// metrics; its passthrough is the HTTP/2 frame router), optionally also
+// through a second crishim binary (-compare, an A/B of a change), the paths
+// taking turns.
 //
 // The upstream is a fake runtime in its own process answering from prebuilt
 // bytes (Version, ContainerStatus, ListContainers with 10,000 containers,
@@ -11,11 +15,15 @@
 // cycle, ListContainers, ImageStatus).
 //
 //	make build && go run ./test/bench/proxy -crishim bin/crishim [-duration 2s] [-rounds 4] \
+//	    [-paths direct,splice,floor,crishim] [-compare OLD_BIN [-compare-label NAME]] \
 //	    [-bed auto|on|off] [-json out.json] [-md out.md] [-pprof DIR]
 //
 // It prints a table (latency p50/p90/p99 at concurrency 1, throughput at 16
-// and 64, ratios to direct, crishim's CPU per call, RSS idle and with 1,000
-// open streams) and a PASS/MISS line per target. Misses do not fail it.
+// and 64, ratios to direct, each proxy's CPU per call, RSS idle and with
+// 1,000 open streams) and a PASS/FAIL per target of issue 15, judged on
+// crishim, with the splice's, the floor's and -compare's figures alongside.
+// A missed target does not fail it; a path that cannot start does, so that
+// no report shows fewer paths than asked for: -paths asks for fewer.
 package main
 
 import (
@@ -29,6 +37,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -56,15 +65,28 @@ type config struct {
 	mdOut       string
 	pprofDir    string
 	only        *regexp.Regexp
+	paths       []string
 	proxyEnv    []string
-	compare     string
-	compareEnv  []string
+	// compare is -compare's binary (path pathCompare), compareLabel its
+	// name in the markdown.
+	compare      string
+	compareLabel string
+	compareEnv   []string
+}
+
+// label is a path's name in the markdown: the path itself, -compare-label
+// for the -compare binary.
+func (c *config) label(path string) string {
+	if path == pathCompare && c.compareLabel != "" {
+		return c.compareLabel
+	}
+	return path
 }
 
 func main() {
-	role := flag.String("role", "", "internal: run as the fake upstream or the floor forwarder")
+	role := flag.String("role", "", "internal: run as the fake upstream, the splice or the floor forwarder")
 	socket := flag.String("socket", "", "internal: socket to serve on")
-	upstream := flag.String("upstream", "", "internal: upstream socket (floor)")
+	upstream := flag.String("upstream", "", "internal: upstream socket (splice, floor)")
 	var c config
 	flag.StringVar(&c.crishim, "crishim", "", "crishim binary to run (default: go build ./cmd/crishim into a temporary directory)")
 	flag.DurationVar(&c.duration, "duration", 2*time.Second, "measuring time per scenario, path and phase (split over the rounds)")
@@ -80,9 +102,11 @@ func main() {
 	flag.StringVar(&c.mdOut, "md", "", "also write the report (markdown) to this file")
 	flag.StringVar(&c.pprofDir, "pprof", "", "capture a CPU profile of crishim per fake scenario (at concurrency 64) into this directory")
 	proxyEnv := flag.String("proxy-env", "", "extra environment for crishim and the floor, comma-separated (e.g. GOMAXPROCS=1), for experiments")
-	flag.StringVar(&c.compare, "compare", "", "a second crishim binary, measured as path crishim-b in the fake scenarios (A/B of a change)")
+	flag.StringVar(&c.compare, "compare", "", "a second crishim binary, measured as path "+pathCompare+" in the fake scenarios (A/B of a change), configured like crishim")
+	flag.StringVar(&c.compareLabel, "compare-label", pathCompare, "the -compare binary's name in the markdown (e.g. \"crishim 831507b (gRPC passthrough)\")")
 	compareEnv := flag.String("compare-env", "", "extra environment for the -compare crishim only, comma-separated")
 	only := flag.String("only", "", "run only the scenarios whose name matches this regular expression")
+	paths := flag.String("paths", strings.Join(allPaths, ","), "the paths to measure, comma-separated (direct is required: every ratio is to it)")
 	flag.Parse()
 
 	var err error
@@ -91,12 +115,16 @@ func main() {
 		err = runUpstream(*socket, c.containers, c.pullLatency)
 	case roleFloor:
 		err = runFloor(*socket, *upstream)
+	case roleSplice:
+		err = runSplice(*socket, *upstream)
 	case "":
 		c.concs = []int{16, 64}
 		c.raw = *client == "raw"
 		c.proxyEnv, c.compareEnv = splitEnv(*proxyEnv), splitEnv(*compareEnv)
-		if c.only, err = regexp.Compile(*only); err == nil {
-			err = run(&c)
+		if c.paths, err = parsePaths(*paths); err == nil {
+			if c.only, err = regexp.Compile(*only); err == nil {
+				err = run(&c)
+			}
 		}
 	default:
 		err = fmt.Errorf("unknown role %q", *role)
@@ -107,10 +135,10 @@ func main() {
 	}
 }
 
-// target is one path to the upstream: direct, through the floor forwarder or
-// through crishim.
+// target is one path to the upstream: direct, through the splice, the floor
+// forwarder or a crishim.
 type target struct {
-	name   string
+	name   string // the path, as in allPaths
 	socket string
 	proxy  *benchproc.Proc // nil for direct
 	cc     *grpc.ClientConn
@@ -135,13 +163,28 @@ type scenario struct {
 type Row struct {
 	Scenario string `json:"scenario"`
 	Path     string `json:"path"`
-	Unit     string `json:"unit"`
+	// Label is the path's name in the markdown: the path, or
+	// -compare-label for the -compare binary.
+	Label string `json:"label"`
+	Unit  string `json:"unit"`
 	// Latency is at concurrency 1 (its fields are Row's in JSON).
 	benchproc.Latency
 	Rate map[int]float64    `json:"throughput_per_s"`
 	CPU  map[string]float64 `json:"cpu_us_per_unit_at_max_concurrency"`
 	// UpstreamPerCall is upstream calls per client call (pull scenarios).
 	UpstreamPerCall float64 `json:"upstream_calls_per_call,omitempty"`
+	// VsDirect is the row's figures over direct's in the same scenario and
+	// run (setRatios): across runs the baseline itself moves too much.
+	VsDirect *Ratios `json:"vs_direct,omitempty"`
+}
+
+// Ratios are a row's figures divided by direct's (latency quantiles at
+// concurrency 1, throughput by concurrency); 0 where direct's is 0.
+type Ratios struct {
+	P50  float64         `json:"p50"`
+	P90  float64         `json:"p90"`
+	P99  float64         `json:"p99"`
+	Rate map[int]float64 `json:"throughput"`
 }
 
 // Report is everything the run measured.
@@ -152,22 +195,46 @@ type Report struct {
 	Memory   map[string]Memory  `json:"memory"`
 	CPUTotal map[string]float64 `json:"cpu_seconds_total"`
 	Targets  []Target           `json:"targets"`
-	Skipped  []string           `json:"skipped,omitempty"`
+	// Labels are the markdown's names of the paths run, by path (see
+	// config.label).
+	Labels  map[string]string `json:"labels"`
+	Skipped []string          `json:"skipped,omitempty"`
 	benchproc.Timing
 }
 
-// Memory is a proxy's resident memory in MiB.
+// label is a path's name in the markdown.
+func (rep *Report) label(path string) string {
+	if l := rep.Labels[path]; l != "" {
+		return l
+	}
+	return path
+}
+
+// Memory is a proxy's resident memory in MiB, by path in Report.Memory.
 type Memory struct {
 	Idle    float64 `json:"rss_idle_mib"`
 	Streams float64 `json:"rss_with_streams_mib"`
 	Peak    float64 `json:"rss_peak_mib"`
 }
 
-// Target is one of the issue's targets and whether this run met it.
+// Target is one of issue 15's targets and whether this run met it.
 type Target struct {
 	Name string `json:"name"`
-	Got  string `json:"got"`
-	Pass bool   `json:"pass"`
+	// Path is the path the target is judged on: crishim.
+	Path string `json:"path"`
+	// Got is Path's figure; empty when Path was not run (-paths).
+	Got string `json:"got"`
+	// Pass says whether Got meets the target; false when Path was not run.
+	Pass bool `json:"pass"`
+	// Verdict is Pass in words: PASS, FAIL, or "not run".
+	Verdict string `json:"verdict"`
+	// Floor is the splice's figure where it is the target's physical
+	// floor (the Version p50 ratio): one more hop and no protocol work,
+	// which no forwarder can beat.
+	Floor string `json:"floor,omitempty"`
+	// Others are the same figure on the other paths of the run, for
+	// reference: how far the target is from the floor.
+	Others map[string]string `json:"others,omitempty"`
 }
 
 func run(c *config) error {
@@ -178,9 +245,14 @@ func run(c *config) error {
 			"duration": c.duration.String(), "rounds": fmt.Sprint(c.rounds), "client": map[bool]string{true: "raw", false: "typed"}[c.raw],
 			"containers": fmt.Sprint(c.containers), "events": fmt.Sprint(c.events), "streams": fmt.Sprint(c.streams),
 			"pull_latency": c.pullLatency.String(), "bed_duration": c.bedDuration.String(),
+			"paths": strings.Join(c.paths, ","),
 		},
 		Memory:   map[string]Memory{},
 		CPUTotal: map[string]float64{},
+		Labels:   map[string]string{},
+	}
+	for _, p := range c.paths {
+		rep.Labels[p] = c.label(p)
 	}
 	dir, err := os.MkdirTemp("", "cb")
 	if err != nil {
@@ -195,6 +267,12 @@ func run(c *config) error {
 	}
 	if c.crishim, err = filepath.Abs(c.crishim); err != nil {
 		return err
+	}
+	if c.compare != "" {
+		if c.compare, err = filepath.Abs(c.compare); err != nil {
+			return err
+		}
+		rep.Settings["compare"], rep.Labels[pathCompare] = c.compare, c.label(pathCompare)
 	}
 	if c.pprofDir != "" {
 		if err := os.MkdirAll(c.pprofDir, 0o755); err != nil {
@@ -212,6 +290,7 @@ func run(c *config) error {
 	}
 	rep.Machine.LoadAfter = benchproc.LoadAvg()
 	rep.Timing.End()
+	setRatios(rep.Rows)
 	rep.Targets = evaluate(rep)
 	return benchproc.WriteReport(markdown(rep), rep, c.mdOut, c.jsonOut)
 }
@@ -223,8 +302,9 @@ func splitEnv(s string) []string {
 	return strings.Split(s, ",")
 }
 
-// runFake runs the fake-upstream scenarios: the fake and the floor as child
-// processes of this binary, crishim as the built binary.
+// runFake runs the fake-upstream scenarios: the fake, the splice and the
+// floor as child processes of this binary, crishim as the built binary and
+// -compare's binary as given.
 func runFake(c *config, dir string, rep *Report) error {
 	self, err := os.Executable()
 	if err != nil {
@@ -240,55 +320,36 @@ func runFake(c *config, dir string, rep *Report) error {
 	if err := up.WaitSocket(upSock); err != nil {
 		return err
 	}
-	floorSock := filepath.Join(dir, "floor.sock")
-	floor, err := benchproc.Start("floor", filepath.Join(dir, "floor.log"), c.proxyEnv, self, "-role", roleFloor, "-socket", floorSock, "-upstream", upSock)
-	if err != nil {
-		return err
-	}
-	defer floor.Stop()
-	if err := floor.WaitSocket(floorSock); err != nil {
-		return err
-	}
 	upEndpoint := "unix://" + upSock
-	cri, criSock, err := benchproc.StartCrishim(c.crishim, dir, "crishim", c.proxyEnv,
-		benchproc.CrishimConfig{RuntimeEndpoint: upEndpoint, Pprof: c.pprofDir != ""})
-	if err != nil {
-		return err
-	}
-	defer cri.Stop()
-	var criB *benchproc.Proc
-	var criBSock string
+	cfg := benchproc.CrishimConfig{RuntimeEndpoint: upEndpoint, Pprof: c.pprofDir != ""}
+	tb := &testbed{c: c, dir: dir, upSock: upSock}
+	defer tb.stop()
+	paths := c.paths
 	if c.compare != "" {
-		if criB, criBSock, err = benchproc.StartCrishim(c.compare, dir, "crishim-b", append(c.proxyEnv, c.compareEnv...),
-			benchproc.CrishimConfig{RuntimeEndpoint: upEndpoint}); err != nil {
+		paths = append(slices.Clone(paths), pathCompare)
+	}
+	for _, p := range paths {
+		pc := cfg
+		if p == pathCompare {
+			pc.Pprof = false // profiles are taken of the crishims under test only
+		}
+		if _, err := tb.start(p, pc); err != nil {
 			return err
 		}
-		defer criB.Stop()
 	}
-
-	direct := &target{name: "direct", socket: upSock}
-	floorT := &target{name: "floor", socket: floorSock, proxy: floor}
-	criT := &target{name: "crishim", socket: criSock, proxy: cri}
-	three := []*target{direct, floorT, criT}
-	if criB != nil {
-		three = append(three, &target{name: "crishim-b", socket: criBSock, proxy: criB})
-	}
-	for _, t := range three {
-		if t.cc, err = dial(t.socket); err != nil {
-			return err
-		}
-		defer t.cc.Close()
-	}
+	all := tb.targets
+	direct := all[0] // parsePaths puts it first
+	proxies := all[1:]
 	// Idle: started, connected upstream (readyz asked Version), no load.
 	time.Sleep(time.Second)
 	idle := map[string]int64{}
-	for _, t := range three[1:] {
+	for _, t := range proxies {
 		idle[t.name], _, _ = memStatus(t.proxy.Pid())
 	}
 
 	// Resident memory with many open watch streams, before any other load
 	// has grown the heap; the peak is read at the end.
-	for _, t := range three[1:] {
+	for _, t := range proxies {
 		rss, err := holdStreams(t, c.streams)
 		if err != nil {
 			return fmt.Errorf("%d streams through %s: %w", c.streams, t.name, err)
@@ -317,7 +378,7 @@ func runFake(c *config, dir string, rep *Report) error {
 		},
 		func() proto.Message { return new(runtimeapi.PullImageResponse) }, raw)
 
-	base := scenario{targets: three, upstream: up, direct: direct.cc, timeout: time.Minute, duration: c.duration, unit: "calls"}
+	base := scenario{targets: all, upstream: up, direct: direct.cc, timeout: time.Minute, duration: c.duration, unit: "calls"}
 	scenarios := []scenario{
 		with(base, func(s *scenario) { s.name, s.op, s.tiny = "Version", version, true }),
 		with(base, func(s *scenario) { s.name, s.op, s.tiny = "ContainerStatus", cstatus, true }),
@@ -337,48 +398,33 @@ func runFake(c *config, dir string, rep *Report) error {
 			return fmt.Errorf("%s: %w", sc.name, err)
 		}
 		rep.Rows = append(rep.Rows, rows...)
-		if c.pprofDir != "" {
-			if err := profile(c, &sc, criT); err != nil {
-				return fmt.Errorf("%s: profile: %w", sc.name, err)
-			}
+		if err := profileAll(c, &sc); err != nil {
+			return err
 		}
 	}
 
-	// PullImage through the scheduler: one crishim per de-duplication setting.
+	// PullImage through the scheduler: the crishims (-compare's too) per
+	// de-duplication setting, the other paths as above (the splice and the
+	// floor have no scheduler: they show what the upstream alone does).
+	var l4 []*target
+	for _, t := range all {
+		if !isCrishim(t.name) {
+			l4 = append(l4, t)
+		}
+	}
 	for _, dedup := range []bool{false, true} {
 		name := fmt.Sprintf("PullImage, parallel(8), dedup %s", map[bool]string{true: "on", false: "off"}[dedup])
 		if !c.only.MatchString(name) {
 			continue
 		}
-		pc, pSock, err := benchproc.StartCrishim(c.crishim, dir, fmt.Sprintf("crishim-pulls-%t", dedup), c.proxyEnv, benchproc.CrishimConfig{
-			RuntimeEndpoint: upEndpoint, Pprof: c.pprofDir != "",
-			Pulls: fmt.Sprintf("{mode: parallel, maxParallel: 8, deduplicate: %t}", dedup),
-		})
-		if err != nil {
-			return err
-		}
-		pt := &target{name: "crishim", socket: pSock, proxy: pc}
-		if pt.cc, err = dial(pSock); err != nil {
-			pc.Stop()
-			return err
-		}
-		sc := with(base, func(s *scenario) {
-			s.name, s.op, s.countMethod = name, pull, runtimeapi.ImageService_PullImage_FullMethodName
-			s.targets = []*target{direct, floorT, pt}
-		})
-		rows, err := measure(c, &sc)
-		if err == nil && c.pprofDir != "" {
-			err = profile(c, &sc, pt)
-		}
-		pt.cc.Close()
-		pc.Stop()
-		if err != nil {
+		if err := measurePulls(c, dir, rep, upSock, cfg, paths, dedup, with(base, func(s *scenario) {
+			s.name, s.op, s.countMethod, s.targets = name, pull, runtimeapi.ImageService_PullImage_FullMethodName, l4
+		})); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		rep.Rows = append(rep.Rows, rows...)
 	}
 
-	for _, t := range three[1:] {
+	for _, t := range proxies {
 		_, hwm, _ := memStatus(t.proxy.Pid())
 		m := rep.Memory[t.name]
 		m.Peak = mib(hwm)
@@ -386,6 +432,50 @@ func runFake(c *config, dir string, rep *Report) error {
 		rep.CPUTotal[t.name] = cpuTime(t.proxy.Pid()).Seconds()
 	}
 	rep.CPUTotal["upstream"] = cpuTime(up.Pid()).Seconds()
+	return nil
+}
+
+// measurePulls measures a PullImage scenario whose targets so far are the
+// paths without a pull scheduler: it starts the crishims among paths with
+// the scheduler configured (de-duplication dedup), adds them, and stops
+// them after.
+func measurePulls(c *config, dir string, rep *Report, upSock string, cfg benchproc.CrishimConfig, paths []string, dedup bool, sc scenario) error {
+	cfg.Pulls = fmt.Sprintf("{mode: parallel, maxParallel: 8, deduplicate: %t}", dedup)
+	tb := &testbed{c: c, dir: dir, prefix: fmt.Sprintf("pulls-%t-", dedup), upSock: upSock}
+	defer tb.stop()
+	for _, p := range paths {
+		if isCrishim(p) {
+			pc := cfg
+			if p == pathCompare {
+				pc.Pprof = false
+			}
+			if _, err := tb.start(p, pc); err != nil {
+				return err
+			}
+		}
+	}
+	sc.targets = append(slices.Clone(sc.targets), tb.targets...)
+	rows, err := measure(c, &sc)
+	if err != nil {
+		return err
+	}
+	rep.Rows = append(rep.Rows, rows...)
+	return profileAll(c, &sc)
+}
+
+// profileAll profiles crishim (not -compare's) while it carries sc, when
+// -pprof asks for it.
+func profileAll(c *config, sc *scenario) error {
+	if c.pprofDir == "" {
+		return nil
+	}
+	for _, t := range sc.targets {
+		if t.name == pathCrishim {
+			if err := profile(c, sc, t); err != nil {
+				return fmt.Errorf("%s: profile %s: %w", sc.name, t.name, err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -465,7 +555,7 @@ func measure(c *config, sc *scenario) ([]*Row, error) {
 	for _, t := range sc.targets {
 		l := lat[t.name]
 		row := &Row{
-			Scenario: sc.name, Path: t.name, Unit: sc.unit, Latency: benchproc.LatencyOf(l.lat),
+			Scenario: sc.name, Path: t.name, Label: c.label(t.name), Unit: sc.unit, Latency: benchproc.LatencyOf(l.lat),
 			Rate: map[int]float64{}, CPU: map[string]float64{},
 		}
 		for _, conc := range c.concs {
@@ -531,13 +621,13 @@ func holdStreams(t *target, n int) (int64, error) {
 	return rss, err
 }
 
-// profile captures CPU profiles of crishim while it carries the scenario at
-// concurrency 1 and at the highest concurrency.
+// profile captures CPU profiles of a crishim while it carries the scenario
+// at concurrency 1 and at the highest concurrency.
 func profile(c *config, sc *scenario, t *target) error {
 	const secs = 5
 	for _, conc := range []int{1, c.concs[len(c.concs)-1]} {
 		name := strings.NewReplacer(" ", "_", ",", "", "(", "", ")", "").Replace(sc.name)
-		path := filepath.Join(c.pprofDir, fmt.Sprintf("%s-c%d.pprof", name, conc))
+		path := filepath.Join(c.pprofDir, fmt.Sprintf("%s-%s-c%d.pprof", name, t.name, conc))
 		done := make(chan error, 1)
 		go func() {
 			done <- fetch(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.proxy.Metrics, secs), path)

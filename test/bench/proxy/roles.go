@@ -25,11 +25,13 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// The benchmark binary plays three roles, each its own process: the load
-// generator (the default), the fake upstream runtime and the floor forwarder.
+// The benchmark binary plays four roles, each its own process: the load
+// generator (the default), the fake upstream runtime, the splice and the
+// floor forwarder. The forwarders' roles are their paths' names.
 const (
 	roleUpstream = "upstream"
-	roleFloor    = "floor"
+	roleSplice   = pathSplice
+	roleFloor    = pathFloor
 )
 
 // Request metadata the fake upstream reads for GetContainerEvents: how many
