@@ -57,6 +57,7 @@ type conn struct {
 
 	mu             sync.Mutex
 	closed         bool
+	started        bool // the preface was read and SETTINGS queued (client side)
 	goingAway      bool // GOAWAY sent (client side) or received (upstream)
 	lastClientID   uint32
 	out            []byte // frames waiting to be written
@@ -184,6 +185,7 @@ func (c *conn) serveClient() {
 	_ = c.nc.SetReadDeadline(time.Time{})
 	c.mu.Lock()
 	c.initialFrames()
+	c.started = true
 	c.mu.Unlock()
 	c.flush()
 	c.readLoop()
@@ -220,14 +222,21 @@ func (c *conn) readLoop() {
 			break
 		}
 		if !ok {
+			typ := c.peekType()
 			var f http2.Frame
 			f, err = c.fr.ReadFrame()
 			if err != nil {
 				var se http2.StreamError
-				if errors.As(err, &se) {
-					c.streamError(se.StreamID, se.Code)
-					err = nil
-				} else {
+				if !errors.As(err, &se) {
+					break
+				}
+				if typ == http2.FrameHeaders || typ == http2.FrameContinuation {
+					// A header block the Framer refused was not decoded:
+					// HPACK state would fall out of step (RFC 9113 6.2).
+					err = http2.ConnectionError(http2.ErrCodeProtocol)
+					break
+				}
+				if err = c.streamError(se.StreamID, se.Code); err != nil {
 					break
 				}
 			} else if err = c.handle(f); err != nil {
@@ -240,6 +249,14 @@ func (c *conn) readLoop() {
 	}
 	c.dirty.flush()
 	c.shutdown(err)
+}
+
+// peekType returns the type of the next frame if its header is buffered.
+func (c *conn) peekType() http2.FrameType {
+	if h, err := c.br.Peek(9); err == nil {
+		return http2.FrameType(h[3])
+	}
+	return 0xff
 }
 
 // fastData handles a DATA frame straight from the read buffer (no copy, no
@@ -441,7 +458,7 @@ func (c *conn) handle(f http2.Frame) error {
 		}
 	case *http2.PriorityFrame:
 		if f.StreamDep == f.StreamID {
-			c.streamError(f.StreamID, http2.ErrCodeProtocol)
+			return c.streamError(f.StreamID, http2.ErrCodeProtocol)
 		}
 	case *http2.WindowUpdateFrame:
 		return c.onWindowUpdate(f)
@@ -542,6 +559,10 @@ func (c *conn) onGoAway(last uint32) {
 	}
 }
 
+// drainMessage ends watch streams when crishim shuts down; like a runtime
+// restart, it tells the client to reconnect.
+const drainMessage = "crishim is shutting down: reconnect to the restarted proxy"
+
 // drain sends a client GOAWAY and ends its watch streams; the connection
 // closes once its last stream ends.
 func (c *conn) drain() {
@@ -550,18 +571,25 @@ func (c *conn) drain() {
 		c.mu.Unlock()
 		return
 	}
+	if !c.started {
+		// Still in the preface: no GOAWAY before our SETTINGS.
+		c.mu.Unlock()
+		c.nc.Close()
+		return
+	}
 	c.goingAway = true
 	c.out = appendGoAway(c.out, c.lastClientID, http2.ErrCodeNo)
 	var watches []*stream
 	for _, s := range c.streams {
-		if s.watch {
+		// One not opened yet is ended by newStream, which sees goingAway.
+		if s.watch && s.opened.Load() {
 			watches = append(watches, s)
 		}
 	}
 	c.mu.Unlock()
 	d := dirtySet{c}
 	for _, s := range watches {
-		endCall(&d, s, codeUnavailable, "crishim is shutting down: reconnect to the restarted proxy")
+		endCall(&d, s, codeUnavailable, drainMessage)
 	}
 	d.flush()
 	c.closeIfIdle()

@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-
+	"syscall"
 	"testing"
 	"time"
 
@@ -480,6 +481,124 @@ func TestUpstreamStreamLimitOpensConnections(t *testing.T) {
 	for range 6 {
 		if err := <-errs; status.Code(err) != codes.Canceled {
 			t.Errorf("held call: %v, want Canceled", err)
+		}
+	}
+}
+
+// TestProvokedResetsCount: resets the router sends for a client's protocol
+// errors on open streams count as the client's own (each still costs the
+// upstream a stream opened and cancelled).
+func TestProvokedResetsCount(t *testing.T) {
+	e := newDosEnv(t, Options{MaxResetsPerSecond: 50}, nil)
+	c := e.raw(t)
+	for id := uint32(1); id < 2*200; id += 2 {
+		if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.block(request("/t.T/Hold")...), EndHeaders: true}); err != nil {
+			break
+		}
+		// A stream depending on itself: the router resets it.
+		if err := c.fr.WritePriority(id, http2.PriorityParam{StreamDep: id}); err != nil {
+			break
+		}
+	}
+	if code := c.awaitClose(); code != http2.ErrCodeEnhanceYourCalm {
+		t.Errorf("provoked resets: GOAWAY code %v, want ENHANCE_YOUR_CALM", code)
+	}
+}
+
+// TestRefusedHeaderBlockOpensTheStream: after a header block the router
+// refuses (too large), the client's DATA on that stream is on a closed
+// stream (reset), not on an idle one (which would end the connection).
+func TestRefusedHeaderBlockOpensTheStream(t *testing.T) {
+	e := newDosEnv(t, Options{MaxHeaderListSize: 1024}, nil)
+	c := e.raw(t)
+	big := request("/t.T/Size", "big1", strings.Repeat("b", 600), "big2", strings.Repeat("b", 600))
+	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.block(big...), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.fr.WriteData(1, true, grpcMessage([]byte{0, 0, 0, 3})); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 3, BlockFragment: c.block(request("/t.T/Size")...), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.fr.WriteData(3, true, grpcMessage([]byte{0, 0, 0, 3})); err != nil {
+		t.Fatal(err)
+	}
+	f := c.await("stream 3's answer", func(f rawFrame) bool {
+		return f.typ == http2.FrameGoAway || f.id == 3 && f.typ == http2.FrameData
+	})
+	if f.typ == http2.FrameGoAway {
+		t.Fatalf("the connection ended with GOAWAY %v", f.code)
+	}
+}
+
+// TestBadPaddingInHeadersEndsTheConnection: a HEADERS frame the Framer
+// refuses is never decoded, so the connection cannot go on (HPACK state).
+func TestBadPaddingInHeadersEndsTheConnection(t *testing.T) {
+	e := newDosEnv(t, Options{}, nil)
+	c := e.raw(t)
+	block := c.block(request("/t.T/Size")...)
+	// PADDED with a pad length longer than the frame.
+	payload := append([]byte{byte(len(block) + 10)}, block...)
+	if err := c.fr.WriteRawFrame(http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersPadded, 1, payload); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.awaitClose(); code != http2.ErrCodeProtocol {
+		t.Errorf("GOAWAY code %v, want PROTOCOL_ERROR", code)
+	}
+}
+
+// TestClientClosedWhileTheRuntimeIsDown: a client connection that failed
+// (here: closed while its stream waited for a runtime connection that
+// could not be made) with the request's DATA already read must not crash
+// crishim.
+func TestClientClosedWhileTheRuntimeIsDown(t *testing.T) {
+	var r *Router
+	dial := func(context.Context) (net.Conn, error) {
+		r.mu.Lock()
+		for c := range r.clients {
+			c.abort() // the client connection fails meanwhile
+		}
+		r.mu.Unlock()
+		return nil, errors.New("connection refused")
+	}
+	r = New(Options{}, []*Pool{NewPool("unix:///nowhere", dial)}, func(string) Route { return Route{} })
+	defer r.Close()
+	a, b := net.Pipe()
+	defer a.Close()
+	go r.ServeConn(b)
+	go func() { _, _ = io.Copy(io.Discard, a) }()
+	var enc bytes.Buffer
+	he := hpack.NewEncoder(&enc)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", "/t.T/Size"}, {":authority", "x"}, {"content-type", "application/grpc"}} {
+		_ = he.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	// Preface, SETTINGS, HEADERS and DATA in one write: the DATA is in the
+	// router's read buffer when the stream fails.
+	var w bytes.Buffer
+	w.WriteString(http2.ClientPreface)
+	wf := http2.NewFramer(&w, nil)
+	_ = wf.WriteSettings()
+	_ = wf.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: enc.Bytes(), EndHeaders: true})
+	_ = wf.WriteData(1, true, grpcMessage([]byte{0, 0, 0, 3}))
+	_, _ = a.Write(w.Bytes())
+	waitStats(t, r, "the client gone", func(s Stats) bool { return s.Clients == 0 && s.Streams == 0 })
+}
+
+func TestTemporaryAcceptErrors(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.EMFILE)}, true},
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ENFILE)}, true},
+		{&net.OpError{Op: "accept", Err: os.NewSyscallError("accept4", syscall.ECONNABORTED)}, true},
+		{net.ErrClosed, false},
+		{io.EOF, false},
+	}
+	for _, tc := range tests {
+		if got := temporaryAcceptError(tc.err); got != tc.want {
+			t.Errorf("temporaryAcceptError(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -221,8 +222,10 @@ func (r *Router) Serve(l net.Listener) error {
 			if stopping {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() { //nolint:staticcheck // Temporary accept errors (EMFILE) are timeouts here
+			if temporaryAcceptError(err) {
+				// Out of descriptors or memory for a moment: existing
+				// connections go on, and accepting resumes, as gRPC's
+				// and net/http's servers do.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
 				continue
@@ -232,6 +235,17 @@ func (r *Router) Serve(l net.Listener) error {
 		delay = 0
 		go r.ServeConn(nc)
 	}
+}
+
+// temporaryAcceptError reports an accept error that passes.
+func temporaryAcceptError(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // ServeConn serves one client connection until it ends.

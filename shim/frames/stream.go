@@ -54,6 +54,7 @@ type stream struct {
 	watch  bool
 	grpc   bool        // the request's content-type is gRPC's
 	upDone atomic.Bool // the upstream side is gone
+	opened atomic.Bool // the upstream side is set up (drain may end the call)
 	// wantMsg: an observer wants the first message read from each side.
 	wantMsg [2]atomic.Bool
 
@@ -83,7 +84,14 @@ func (c *conn) decodeHeaders(id uint32, end, selfDep bool, block []byte) error {
 	var err error
 	if selfDep || c.hsize > c.r.opt.MaxHeaderListSize {
 		// The block was decoded all the same: HPACK state stays in step.
-		c.streamError(id, http2.ErrCodeProtocol)
+		// The stream counts as opened, so the peer's frames on it that
+		// may follow are frames on a closed stream, not on an idle one.
+		if c.server && id%2 == 1 {
+			c.mu.Lock()
+			c.lastClientID = max(c.lastClientID, id)
+			c.mu.Unlock()
+		}
+		err = c.streamError(id, http2.ErrCodeProtocol)
 	} else {
 		err = c.onHeaders(id, end, c.fields)
 	}
@@ -113,13 +121,11 @@ func (c *conn) onHeaders(id uint32, end bool, fields []hpack.HeaderField) error 
 	ended := a.recvEnded
 	c.mu.Unlock()
 	if ended {
-		c.streamError(id, http2.ErrCodeStreamClosed)
-		return nil
+		return c.streamError(id, http2.ErrCodeStreamClosed)
 	}
 	// Request trailers: they end the stream and carry no pseudo-headers.
 	if !end || validTrailers(fields) != nil {
-		c.streamError(id, http2.ErrCodeProtocol)
-		return nil
+		return c.streamError(id, http2.ErrCodeProtocol)
 	}
 	c.mu.Lock()
 	bad := a.contentLen >= 0 && a.contentLen != a.dataLen
@@ -127,8 +133,7 @@ func (c *conn) onHeaders(id uint32, end bool, fields []hpack.HeaderField) error 
 	c.maybeRemove(s, a)
 	c.mu.Unlock()
 	if bad {
-		c.streamError(id, http2.ErrCodeProtocol)
-		return nil
+		return c.streamError(id, http2.ErrCodeProtocol)
 	}
 	b := &s.sides[upSide]
 	sendHeaders(&c.dirty, s, b, fields, true)
@@ -164,9 +169,13 @@ func (c *conn) onResponseHeaders(s *stream, end bool, fields []hpack.HeaderField
 
 // newStream opens a client's new stream and its upstream side.
 func (c *conn) newStream(id uint32, end bool, fields []hpack.HeaderField) error {
+	contentLen, verr := validRequest(fields)
+	if verr == nil && end && contentLen > 0 {
+		verr = errPseudo // a body was declared, none came
+	}
 	c.mu.Lock()
 	c.lastClientID = id
-	if c.goingAway || uint32(c.active) >= c.r.opt.MaxConcurrentStreams {
+	if verr == nil && (c.goingAway || uint32(c.active) >= c.r.opt.MaxConcurrentStreams) {
 		c.out = appendRST(c.out, id, http2.ErrCodeRefusedStream)
 		err := c.control()
 		c.mu.Unlock()
@@ -174,10 +183,8 @@ func (c *conn) newStream(id uint32, end bool, fields []hpack.HeaderField) error 
 		return err
 	}
 	c.mu.Unlock()
-	contentLen, err := validRequest(fields)
-	if err != nil {
-		c.streamError(id, http2.ErrCodeProtocol)
-		return nil
+	if verr != nil {
+		return c.streamError(id, http2.ErrCodeProtocol)
 	}
 	path := headerValue(fields, ":path")
 	rt := c.r.route(path)
@@ -201,16 +208,28 @@ func (c *conn) newStream(id uint32, end bool, fields []hpack.HeaderField) error 
 	c.streams[id] = s
 	c.active++
 	c.mu.Unlock()
-	if end && contentLen > 0 {
-		c.streamError(id, http2.ErrCodeProtocol)
-		return nil
-	}
 	pool := c.r.pools[rt.Pool]
-	u, err := pool.pick()
-	if err == nil && u.openStream(&c.dirty, s, fields, end) {
-		return nil
-	}
-	if err == nil {
+	var err error
+	// A connection that went away between pick and openStream (the
+	// upstream's GOAWAY) is not a reason to fail the call: another is.
+	for try := 0; try < 3; try++ {
+		var u *conn
+		if u, err = pool.pick(); err != nil {
+			break
+		}
+		if u.openStream(&c.dirty, s, fields, end) {
+			s.opened.Store(true)
+			c.mu.Lock()
+			gone, draining := a.gone, c.goingAway
+			c.mu.Unlock()
+			switch {
+			case gone: // the client side ended meanwhile (reset, connection closed)
+				resetSide(&c.dirty, s, &s.sides[upSide], http2.ErrCodeCancel)
+			case draining && s.watch: // drain began before the stream was open
+				endCall(&c.dirty, s, codeUnavailable, drainMessage)
+			}
+			return nil
+		}
 		err = fmt.Errorf("crishim upstream %s: connection closed", pool.name)
 	}
 	endCall(&c.dirty, s, codeUnavailable, err.Error())
@@ -392,7 +411,7 @@ func (c *conn) onData(id, length uint32, data []byte, end bool) error {
 		}
 		c.credit(&c.dirty, nil, 0, int(n))
 		if c.server {
-			c.streamError(id, http2.ErrCodeStreamClosed)
+			return c.streamError(id, http2.ErrCodeStreamClosed)
 		}
 		return nil
 	}
@@ -420,8 +439,7 @@ func (c *conn) onData(id, length uint32, data []byte, end bool) error {
 	c.mu.Unlock()
 	if code != 0 {
 		c.credit(&c.dirty, nil, 0, int(n))
-		c.streamError(id, code)
-		return nil
+		return c.streamError(id, code)
 	}
 	if tooBig > 0 {
 		c.credit(&c.dirty, nil, 0, int(n))
@@ -525,6 +543,9 @@ func (a *side) checkMessages(p []byte, max int64) int64 {
 // now (the router is within its buffer budget).
 func sendData(d *dirtySet, s *stream, b *side, data []byte, end bool) (fw, queued int, early bool) {
 	x := b.c
+	if x == nil { // the upstream side was never opened: the call is ending
+		return len(data), 0, false
+	}
 	x.mu.Lock()
 	if b.gone || x.closed {
 		x.mu.Unlock()
@@ -687,8 +708,7 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		a := &s.sides[c.role]
 		if int64(a.sendWin)+int64(f.Increment) > 1<<31-1 {
 			c.mu.Unlock()
-			c.streamError(f.StreamID, http2.ErrCodeFlowControl)
-			return nil
+			return c.streamError(f.StreamID, http2.ErrCodeFlowControl)
 		}
 		a.sendWin += int32(f.Increment)
 	} else if c.server && f.StreamID > c.lastClientID {
@@ -790,14 +810,9 @@ func (c *conn) onReset(id uint32, code http2.ErrCode) error {
 	c.mu.Unlock()
 	payDropped(&c.dirty, s, a, owed)
 	if c.server {
-		now := time.Now()
-		if now.Sub(c.resetAt) > time.Second {
-			c.resets, c.resetAt = 0, now
-		}
-		c.resets++
-		if c.resets > c.r.opt.MaxResetsPerSecond {
+		if err := c.countReset(); err != nil {
 			resetSide(&c.dirty, s, &s.sides[upSide], http2.ErrCodeCancel)
-			return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm) // rapid reset
+			return err // rapid reset
 		}
 		resetSide(&c.dirty, s, &s.sides[upSide], code)
 		return nil
@@ -824,11 +839,13 @@ func (c *conn) onReset(id uint32, code http2.ErrCode) error {
 }
 
 // streamError ends stream id of c with a local error: RST_STREAM to c's
-// peer, and the other side reset.
-func (c *conn) streamError(id uint32, code http2.ErrCode) {
+// peer, and the other side reset. A client whose streams the router resets
+// too often, or that leaves the resets unread, gets a connection error:
+// provoking resets is as cheap as sending them (rapid reset).
+func (c *conn) streamError(id uint32, code http2.ErrCode) error {
 	c.mu.Lock()
 	c.out = appendRST(c.out, id, code)
-	_ = c.control()
+	err := c.control()
 	s := c.streams[id]
 	var owed int
 	if s != nil {
@@ -837,15 +854,33 @@ func (c *conn) streamError(id uint32, code http2.ErrCode) {
 	c.mu.Unlock()
 	c.dirty.add(c)
 	if s == nil {
-		return
+		return err
 	}
 	payDropped(&c.dirty, s, &s.sides[c.role], owed)
 	other := &s.sides[1-c.role]
 	if c.server {
 		resetSide(&c.dirty, s, other, http2.ErrCodeCancel)
+		if rerr := c.countReset(); rerr != nil {
+			return rerr
+		}
 	} else {
 		resetSide(&c.dirty, s, other, code)
 	}
+	return err
+}
+
+// countReset counts a client stream reset, by the client or provoked; too
+// many in a second is a rapid reset attack.
+func (c *conn) countReset() error {
+	now := time.Now()
+	if now.Sub(c.resetAt) > time.Second {
+		c.resets, c.resetAt = 0, now
+	}
+	c.resets++
+	if c.resets > c.r.opt.MaxResetsPerSecond {
+		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
+	}
+	return nil
 }
 
 // dropSide removes side a from c without sending anything, discarding its
@@ -913,7 +948,10 @@ func endCall(d *dirtySet, s *stream, code, msg string) {
 	x := b.c
 	x.mu.Lock()
 	var owed int
-	if !b.gone && !x.closed && !b.sendEnded {
+	if !b.gone && x.closed {
+		// Nothing can be written any more: the side just goes.
+		owed = x.dropSide(s, b)
+	} else if !b.gone && !b.sendEnded {
 		for _, it := range b.q {
 			if it.data != nil {
 				x.r.buffered.Add(-int64(it.data.n))
