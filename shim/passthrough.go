@@ -2,12 +2,9 @@ package shim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sync"
-	"syscall"
 
 	"golang.org/x/net/http2"
 
@@ -128,37 +125,19 @@ func (localAddr) String() string  { return "crishim-local" }
 
 // dial makes a socket pair and hands one end to Accept.
 func (l *localListener) dial(ctx context.Context) (net.Conn, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	a, b, err := frames.SocketPair()
 	if err != nil {
-		return nil, fmt.Errorf("in-process connection to crishim's gRPC server: %w", err)
-	}
-	var conns [2]net.Conn
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "crishim-local")
-		c, ferr := net.FileConn(f)
-		f.Close()
-		if ferr != nil {
-			err = errors.Join(err, ferr)
-		}
-		conns[i] = c
-	}
-	if err != nil {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
-			}
-		}
 		return nil, fmt.Errorf("in-process connection to crishim's gRPC server: %w", err)
 	}
 	select {
-	case l.conns <- conns[0]:
-		return conns[1], nil
+	case l.conns <- a:
+		return b, nil
 	case <-l.done:
 		err = net.ErrClosed
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
-	conns[0].Close()
-	conns[1].Close()
+	a.Close()
+	b.Close()
 	return nil, err
 }

@@ -584,23 +584,30 @@ func TestFlowSlowClient(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newFlowEnv(t, flowConfig{opt: tc.opt})
-			window := int64(e.r.opt.StreamWindow)
-			cc := e.client(t, tc.wrap, tc.dial...)
-			s := flowSampleBuffered(e.r)
-			err := tc.call(flowCtx(t, 60*time.Second), cc)
-			peak := s.Stop()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("peak Buffered %d (stream window %d)", peak, window)
-			if peak > window+slack {
-				t.Errorf("the router buffered up to %d bytes for one slow stream, want at most a stream window (%d) + %d", peak, window, slack)
-			}
-			flowWaitStats(t, e.r, 5*time.Second, "no streams and nothing buffered after the call", func(st Stats) bool {
-				return st.Streams == 0 && st.Buffered == 0
-			})
+			flowOneSlowStream(t, e, e.client(t, tc.wrap, tc.dial...), tc.call, slack, "one slow stream")
 		})
 	}
+}
+
+// flowOneSlowStream makes call, which has one slow reader, and checks that
+// it completes with the router buffering at most a stream window (+ slack)
+// for it, and nothing once it is over.
+func flowOneSlowStream(t *testing.T, e *flowEnv, cc *grpc.ClientConn, call func(context.Context, *grpc.ClientConn) error, slack int64, what string) {
+	t.Helper()
+	window := int64(e.r.opt.StreamWindow)
+	s := flowSampleBuffered(e.r)
+	err := call(flowCtx(t, 60*time.Second), cc)
+	peak := s.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("peak Buffered %d (stream window %d)", peak, window)
+	if peak > window+slack {
+		t.Errorf("the router buffered up to %d bytes for %s, want at most a stream window (%d) + %d", peak, what, window, slack)
+	}
+	flowWaitStats(t, e.r, 5*time.Second, "no streams and nothing buffered after the call", func(st Stats) bool {
+		return st.Streams == 0 && st.Buffered == 0
+	})
 }
 
 // An upstream that reads slowly gets all of a large request intact.
@@ -634,21 +641,7 @@ func TestFlowSlowUpstream(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newFlowEnv(t, tc.cfg)
-			window := int64(e.r.opt.StreamWindow)
-			cc := e.client(t, nil)
-			s := flowSampleBuffered(e.r)
-			err := tc.call(flowCtx(t, 60*time.Second), cc)
-			peak := s.Stop()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("peak Buffered %d (stream window %d)", peak, window)
-			if peak > window+slack {
-				t.Errorf("the router buffered up to %d bytes toward one slow upstream stream, want at most a stream window (%d) + %d", peak, window, slack)
-			}
-			flowWaitStats(t, e.r, 5*time.Second, "no streams and nothing buffered after the call", func(st Stats) bool {
-				return st.Streams == 0 && st.Buffered == 0
-			})
+			flowOneSlowStream(t, e, e.client(t, nil), tc.call, slack, "one slow upstream stream")
 		})
 	}
 }

@@ -471,31 +471,9 @@ type fzEnv struct {
 	obs fzObserver
 }
 
-// fzSocketPair returns two connected unix sockets.
-func fzSocketPair() (net.Conn, net.Conn, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	var cs [2]net.Conn
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		c, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			if i == 1 {
-				cs[0].Close()
-			}
-			return nil, nil, err
-		}
-		cs[i] = c
-	}
-	return cs[0], cs[1], nil
-}
-
 func (e *fzEnv) pair(socket bool) (net.Conn, net.Conn) {
 	if socket {
-		a, b, err := fzSocketPair()
+		a, b, err := SocketPair()
 		if err == nil {
 			return a, b
 		}
@@ -845,22 +823,7 @@ func (u *fzUpstream) play(script []byte) {
 			}
 			out = fzFrame(out, http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.Flags(in.u8())&http2.FlagHeadersEndStream, id, u.encode(fields, false))
 		case 3, 4: // DATA
-			id := u.sid(in)
-			n := int(in.u16()) % 17000
-			if in.u8()&1 == 0 {
-				n %= 600
-			}
-			flags := http2.Flags(in.u8()) & (http2.FlagDataEndStream | http2.FlagDataPadded)
-			pl := make([]byte, 0, n+1)
-			if flags&http2.FlagDataPadded != 0 {
-				pl = append(pl, in.u8())
-			}
-			pl = append(pl, make([]byte, n)...)
-			if len(pl) > 5 {
-				pl[0] = 0
-				binary.BigEndian.PutUint32(pl[1:], uint32(in.u16()))
-			}
-			out = fzFrame(out, http2.FrameData, flags, id, pl)
+			out = fzData(in, out, u.sid(in), func() bool { return true })
 		case 5: // RST_STREAM
 			out = fzFrame(out, http2.FrameRSTStream, 0, u.sid(in), binary.BigEndian.AppendUint32(nil, uint32(in.u8()%16)))
 		case 6: // SETTINGS
@@ -1211,22 +1174,7 @@ func (c *fzClient) run() {
 			c.peer.taint()
 			out = fzFrame(out, http2.FrameContinuation, http2.Flags(in.u8())&http2.FlagContinuationEndHeaders, c.sid(), in.take(int(in.u8()%40)))
 		case 4, 5: // DATA
-			id := c.sid()
-			n := int(in.u16()) % 17000
-			if in.u8()&1 == 0 {
-				n %= 600
-			}
-			flags := http2.Flags(in.u8()) & (http2.FlagDataEndStream | http2.FlagDataPadded)
-			pl := make([]byte, 0, n+1)
-			if flags&http2.FlagDataPadded != 0 {
-				pl = append(pl, in.u8())
-			}
-			pl = append(pl, make([]byte, n)...)
-			if len(pl) > 5 && in.u8()&1 == 0 {
-				pl[0] = 0
-				binary.BigEndian.PutUint32(pl[1:], uint32(in.u16()))
-			}
-			out = fzFrame(out, http2.FrameData, flags, id, pl)
+			out = fzData(in, out, c.sid(), func() bool { return in.u8()&1 == 0 })
 		case 6: // RST_STREAM
 			out = fzFrame(out, http2.FrameRSTStream, 0, c.sid(), binary.BigEndian.AppendUint32(nil, uint32(in.u8()%16)))
 		case 7: // SETTINGS
@@ -1302,7 +1250,7 @@ func fzCheckCall(r *Router, pipe bool) error {
 		a, b = net.Pipe()
 	} else {
 		var err error
-		if a, b, err = fzSocketPair(); err != nil {
+		if a, b, err = SocketPair(); err != nil {
 			a, b = net.Pipe()
 		}
 	}
@@ -1734,4 +1682,25 @@ func FuzzRouter(f *testing.F) {
 		}
 		fuzzRouterOnce(t, client, upstream)
 	})
+}
+
+// fzData appends a DATA frame on stream id of up to 17,000 bytes from in,
+// padded or not; when framed says so (asked only of payloads long enough),
+// it starts with a gRPC message prefix of a length from in.
+func fzData(in *fzIn, out []byte, id uint32, framed func() bool) []byte {
+	n := int(in.u16()) % 17000
+	if in.u8()&1 == 0 {
+		n %= 600
+	}
+	flags := http2.Flags(in.u8()) & (http2.FlagDataEndStream | http2.FlagDataPadded)
+	pl := make([]byte, 0, n+1)
+	if flags&http2.FlagDataPadded != 0 {
+		pl = append(pl, in.u8())
+	}
+	pl = append(pl, make([]byte, n)...)
+	if len(pl) > 5 && framed() {
+		pl[0] = 0
+		binary.BigEndian.PutUint32(pl[1:], uint32(in.u16()))
+	}
+	return fzFrame(out, http2.FrameData, flags, id, pl)
 }

@@ -19,16 +19,23 @@ var (
 	errConnHeader = errors.New("connection-specific header field")
 )
 
-// validRequest checks a request's header block and returns its declared
-// content-length (-1 when none).
-func validRequest(fields []hpack.HeaderField) (int64, error) {
+// requestHead is what the router reads from a request's header block.
+type requestHead struct {
+	path        string
+	contentType string
+	contentLen  int64 // -1 when none was declared
+}
+
+// validRequest checks a request's header block and reads what the router
+// needs from it, in the one pass over the fields.
+func validRequest(fields []hpack.HeaderField) (requestHead, error) {
 	var method, scheme, path bool
 	regular := false
-	contentLen := int64(-1)
+	req := requestHead{contentLen: -1}
 	for _, hf := range fields {
 		if strings.HasPrefix(hf.Name, ":") {
 			if regular {
-				return 0, errPseudo
+				return req, errPseudo
 			}
 			var seen *bool
 			switch hf.Name {
@@ -38,36 +45,42 @@ func validRequest(fields []hpack.HeaderField) (int64, error) {
 				seen = &scheme
 			case ":path":
 				seen = &path
+				req.path = hf.Value
 				if hf.Value == "" {
-					return 0, errPseudo
+					return req, errPseudo
 				}
 			case ":authority":
 				continue
 			default:
-				return 0, errPseudo // :status, :protocol or unknown
+				return req, errPseudo // :status, :protocol or unknown
 			}
 			if *seen {
-				return 0, errPseudo
+				return req, errPseudo
 			}
 			*seen = true
 			continue
 		}
 		regular = true
 		if err := validField(hf); err != nil {
-			return 0, err
+			return req, err
 		}
-		if hf.Name == "content-length" {
-			n, err := strconv.ParseInt(hf.Value, 10, 64)
-			if err != nil || n < 0 || contentLen >= 0 {
-				return 0, errFieldValue
+		switch hf.Name {
+		case "content-type":
+			if req.contentType == "" {
+				req.contentType = hf.Value
 			}
-			contentLen = n
+		case "content-length":
+			n, err := strconv.ParseInt(hf.Value, 10, 64)
+			if err != nil || n < 0 || req.contentLen >= 0 {
+				return req, errFieldValue
+			}
+			req.contentLen = n
 		}
 	}
 	if !method || !scheme || !path {
-		return 0, errPseudo
+		return req, errPseudo
 	}
-	return contentLen, nil
+	return req, nil
 }
 
 // validTrailers checks a request's trailers: no pseudo-headers.
@@ -104,16 +117,6 @@ func validField(hf hpack.HeaderField) error {
 		}
 	}
 	return nil
-}
-
-// headerValue returns the first value of name.
-func headerValue(fields []hpack.HeaderField, name string) string {
-	for _, hf := range fields {
-		if hf.Name == name {
-			return hf.Value
-		}
-	}
-	return ""
 }
 
 // encodeGRPCMessage percent-encodes a status message as gRPC's wire format

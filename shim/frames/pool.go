@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -102,4 +104,30 @@ func (p *Pool) close() {
 	for _, c := range conns {
 		c.abort()
 	}
+}
+
+// SocketPair returns two connected unix sockets: in-process connections
+// the router writes to as directly as to any socket (a pool whose dial
+// hands the other end to a server in the same process).
+func SocketPair() (net.Conn, net.Conn, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	var cs [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			if i == 1 {
+				cs[0].Close()
+			} else {
+				syscall.Close(fds[1])
+			}
+			return nil, nil, err
+		}
+		cs[i] = c
+	}
+	return cs[0], cs[1], nil
 }

@@ -99,33 +99,15 @@ type Options struct {
 }
 
 func (o *Options) defaults() {
-	if o.StreamWindow <= 0 {
-		o.StreamWindow = DefaultStreamWindow
-	}
-	if o.ConnWindow <= 0 {
-		o.ConnWindow = DefaultConnWindow
-	}
-	if o.MaxBuffered <= 0 {
-		o.MaxBuffered = DefaultMaxBuffered
-	}
-	if o.MaxConcurrentStreams == 0 {
-		o.MaxConcurrentStreams = DefaultMaxConcurrentStreams
-	}
-	if o.MaxHeaderListSize == 0 {
-		o.MaxHeaderListSize = DefaultMaxHeaderListSize
-	}
-	if o.HandshakeTimeout <= 0 {
-		o.HandshakeTimeout = DefaultHandshakeTimeout
-	}
-	if o.MaxResetsPerSecond <= 0 {
-		o.MaxResetsPerSecond = DefaultMaxResets
-	}
-	if o.MaxUpstreamConns <= 0 {
-		o.MaxUpstreamConns = DefaultMaxUpstreamConns
-	}
-	if o.ReadBuffer <= 0 {
-		o.ReadBuffer = 64 << 10
-	}
+	orDefault(&o.StreamWindow, DefaultStreamWindow)
+	orDefault(&o.ConnWindow, DefaultConnWindow)
+	orDefault(&o.MaxBuffered, DefaultMaxBuffered)
+	orDefault(&o.MaxConcurrentStreams, DefaultMaxConcurrentStreams)
+	orDefault(&o.MaxHeaderListSize, DefaultMaxHeaderListSize)
+	orDefault(&o.HandshakeTimeout, DefaultHandshakeTimeout)
+	orDefault(&o.MaxResetsPerSecond, DefaultMaxResets)
+	orDefault(&o.MaxUpstreamConns, DefaultMaxUpstreamConns)
+	orDefault(&o.ReadBuffer, 64<<10)
 	if len(o.Observers) > maxObservers {
 		o.Observers = o.Observers[:maxObservers]
 	}
@@ -133,6 +115,13 @@ func (o *Options) defaults() {
 
 // Unlimited as Options.MaxConcurrentStreams sets no stream limit.
 const Unlimited = 1<<32 - 1
+
+// orDefault sets *v to d when it is not positive (zero for unsigned).
+func orDefault[T int | int32 | int64 | uint32 | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
+}
 
 // Observer is told of each call the router forwards, for metrics and logs.
 type Observer interface {
@@ -275,17 +264,7 @@ func (r *Router) ServeConn(nc net.Conn) {
 // and waits until the other streams finish or ctx ends; then it closes every
 // connection. It reports whether every stream finished in time.
 func (r *Router) Shutdown(ctx context.Context) bool {
-	r.mu.Lock()
-	r.draining = true
-	for l := range r.listeners {
-		l.Close()
-	}
-	clients := make([]*conn, 0, len(r.clients))
-	for c := range r.clients {
-		clients = append(clients, c)
-	}
-	r.mu.Unlock()
-	for _, c := range clients {
+	for _, c := range r.stop(&r.draining) {
 		c.drain()
 	}
 	done := true
@@ -319,22 +298,33 @@ func (r *Router) Shutdown(ctx context.Context) bool {
 
 // Close closes every listener and connection at once.
 func (r *Router) Close() {
-	r.mu.Lock()
-	r.closed = true
-	for l := range r.listeners {
-		l.Close()
-	}
-	clients := make([]*conn, 0, len(r.clients))
-	for c := range r.clients {
-		clients = append(clients, c)
-	}
-	r.mu.Unlock()
-	for _, c := range clients {
+	for _, c := range r.stop(&r.closed) {
 		c.abort()
 	}
 	for _, p := range r.pools {
 		p.close()
 	}
+}
+
+// stop sets flag (draining or closed), closes the listeners, and returns
+// the client connections open at that moment.
+func (r *Router) stop(flag *bool) []*conn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	*flag = true
+	for l := range r.listeners {
+		l.Close()
+	}
+	return r.clientsLocked()
+}
+
+// clientsLocked returns the open client connections. r.mu held.
+func (r *Router) clientsLocked() []*conn {
+	clients := make([]*conn, 0, len(r.clients))
+	for c := range r.clients {
+		clients = append(clients, c)
+	}
+	return clients
 }
 
 // Stats are the router's current figures, for metrics and tests.
@@ -353,10 +343,7 @@ type Stats struct {
 func (r *Router) Stats() Stats {
 	r.mu.Lock()
 	st := Stats{Clients: len(r.clients), Buffered: r.buffered.Load()}
-	clients := make([]*conn, 0, len(r.clients))
-	for c := range r.clients {
-		clients = append(clients, c)
-	}
+	clients := r.clientsLocked()
 	r.mu.Unlock()
 	for _, c := range clients {
 		c.mu.Lock()

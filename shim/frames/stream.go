@@ -169,8 +169,8 @@ func (c *conn) onResponseHeaders(s *stream, end bool, fields []hpack.HeaderField
 
 // newStream opens a client's new stream and its upstream side.
 func (c *conn) newStream(id uint32, end bool, fields []hpack.HeaderField) error {
-	contentLen, verr := validRequest(fields)
-	if verr == nil && end && contentLen > 0 {
+	req, verr := validRequest(fields)
+	if verr == nil && end && req.contentLen > 0 {
 		verr = errPseudo // a body was declared, none came
 	}
 	c.mu.Lock()
@@ -186,10 +186,10 @@ func (c *conn) newStream(id uint32, end bool, fields []hpack.HeaderField) error 
 	if verr != nil {
 		return c.streamError(id, http2.ErrCodeProtocol)
 	}
-	path := headerValue(fields, ":path")
+	path := req.path
 	rt := c.r.route(path)
 	s := &stream{method: path, start: time.Now(), watch: rt.Watch,
-		grpc: strings.HasPrefix(headerValue(fields, "content-type"), "application/grpc")}
+		grpc: strings.HasPrefix(req.contentType, "application/grpc")}
 	if !rt.Unobserved {
 		for i, o := range c.r.opt.Observers {
 			s.calls[i] = o.Begin(path)
@@ -200,7 +200,7 @@ func (c *conn) newStream(id uint32, end bool, fields []hpack.HeaderField) error 
 		}
 	}
 	a := &s.sides[cliSide]
-	a.c, a.id, a.contentLen = c, id, contentLen
+	a.c, a.id, a.contentLen = c, id, req.contentLen
 	c.mu.Lock()
 	a.sendWin = c.peerInit
 	a.recvAvail = c.r.opt.StreamWindow
@@ -315,15 +315,26 @@ func parseStatus(st, msg string) (codes.Code, string) {
 	return codes.Code(n), decodeGRPCMessage(msg)
 }
 
-// sendHeaders forwards a header block to side b, behind queued data.
-func sendHeaders(d *dirtySet, s *stream, b *side, fields []hpack.HeaderField, end bool) {
+// lockSide locks and returns side b's connection, or returns nil (nothing
+// locked) when b has none yet, is gone, or its connection closed: nothing
+// can be sent on it then.
+func lockSide(b *side) *conn {
 	x := b.c
 	if x == nil {
-		return
+		return nil
 	}
 	x.mu.Lock()
 	if b.gone || x.closed {
 		x.mu.Unlock()
+		return nil
+	}
+	return x
+}
+
+// sendHeaders forwards a header block to side b, behind queued data.
+func sendHeaders(d *dirtySet, s *stream, b *side, fields []hpack.HeaderField, end bool) {
+	x := lockSide(b)
+	if x == nil {
 		return
 	}
 	b.hdrSent = true
@@ -542,20 +553,15 @@ func (a *side) checkMessages(p []byte, max int64) int64 {
 // queued, and whether the queued bytes' connection credit may be returned
 // now (the router is within its buffer budget).
 func sendData(d *dirtySet, s *stream, b *side, data []byte, end bool) (fw, queued int, early bool) {
-	x := b.c
-	if x == nil { // the upstream side was never opened: the call is ending
-		return len(data), 0, false
-	}
-	x.mu.Lock()
-	if b.gone || x.closed {
-		x.mu.Unlock()
+	x := lockSide(b) // none: never opened (the call is ending), or gone
+	if x == nil {
 		return len(data), 0, false
 	}
 	if end {
 		b.sendEnded = true
 	}
 	if len(b.q) == 0 {
-		fw = x.writeData(b, data, end)
+		fw = x.writeData(b, data, nil, end)
 		if fw == len(data) {
 			if end {
 				x.sentEnd(s, b)
@@ -602,12 +608,17 @@ const maxOut = 4 << 20
 // outRoom is the DATA the output may take now. c.mu held.
 func (c *conn) outRoom() int32 { return int32(max(maxOut-len(c.out), 0)) }
 
-// writeData appends DATA frames for as much of data as the connection and
-// stream windows and the output bound allow. c.mu held.
-func (c *conn) writeData(b *side, data []byte, end bool) int {
+// writeData appends DATA frames for as much of data (or, when q is set, of
+// q's queued bytes) as the connection and stream windows and the output
+// bound allow, and returns the bytes written. c.mu held.
+func (c *conn) writeData(b *side, data []byte, q *dataQ, end bool) int {
+	n := len(data)
+	if q != nil {
+		n = q.n
+	}
 	fw := 0
 	for {
-		rem := len(data) - fw
+		rem := n - fw
 		room := c.outRoom()
 		k := min(int32(rem), c.sendWin, b.sendWin, int32(c.peerMaxF), room)
 		if k <= 0 && rem > 0 {
@@ -621,34 +632,11 @@ func (c *conn) writeData(b *side, data []byte, end bool) int {
 			flags = http2.FlagDataEndStream
 		}
 		c.out = appendFrameHeader(c.out, int(k), http2.FrameData, flags, b.id)
-		c.out = append(c.out, data[fw:fw+int(k)]...)
-		c.sendWin -= k
-		b.sendWin -= k
-		fw += int(k)
-		if last {
-			return fw
+		if q != nil {
+			c.out = q.appendTo(c.out, int(k))
+		} else {
+			c.out = append(c.out, data[fw:fw+int(k)]...)
 		}
-	}
-}
-
-// writeDataQ is writeData from a queue. c.mu held.
-func (c *conn) writeDataQ(b *side, q *dataQ, end bool) int {
-	fw := 0
-	for {
-		room := c.outRoom()
-		k := min(int32(q.n), c.sendWin, b.sendWin, int32(c.peerMaxF), room)
-		if k <= 0 && q.n > 0 {
-			c.outLimited = c.outLimited || room <= 0
-			return fw
-		}
-		k = max(k, 0)
-		last := int(k) == q.n
-		var flags http2.Flags
-		if last && end {
-			flags = http2.FlagDataEndStream
-		}
-		c.out = appendFrameHeader(c.out, int(k), http2.FrameData, flags, b.id)
-		c.out = q.appendTo(c.out, int(k))
 		c.sendWin -= k
 		b.sendWin -= k
 		fw += int(k)
@@ -744,7 +732,7 @@ func (c *conn) drainLocked(credits *[]credit, d *dirtySet) {
 				c.writeHeaders(b.id, it.hdr, it.end)
 				wrote = true
 			} else {
-				k := c.writeDataQ(b, it.data, it.end)
+				k := c.writeData(b, nil, it.data, it.end)
 				fw += k
 				if it.data.n > 0 {
 					break
@@ -890,6 +878,14 @@ func (c *conn) dropSide(s *stream, a *side) int {
 	if a.gone {
 		return 0
 	}
+	owed := c.discardQueue(a)
+	c.removeSide(s, a)
+	return owed
+}
+
+// discardQueue drops what waits in side a's queue and returns the
+// connection credit owed to the other side's connection for it. c.mu held.
+func (c *conn) discardQueue(a *side) int {
 	queued := 0
 	for _, it := range a.q {
 		if it.data != nil {
@@ -903,7 +899,6 @@ func (c *conn) dropSide(s *stream, a *side) int {
 	}
 	owed := a.owedConn
 	a.owedConn = 0
-	c.removeSide(s, a)
 	return owed
 }
 
@@ -922,13 +917,8 @@ func payDropped(d *dirtySet, s *stream, a *side, owed int) {
 
 // resetSide sends RST_STREAM on side b (if still open) and drops it.
 func resetSide(d *dirtySet, s *stream, b *side, code http2.ErrCode) {
-	x := b.c
+	x := lockSide(b)
 	if x == nil {
-		return
-	}
-	x.mu.Lock()
-	if b.gone || x.closed {
-		x.mu.Unlock()
 		return
 	}
 	if !(b.sendEnded && b.recvEnded && len(b.q) == 0) {
@@ -952,14 +942,7 @@ func endCall(d *dirtySet, s *stream, code, msg string) {
 		// Nothing can be written any more: the side just goes.
 		owed = x.dropSide(s, b)
 	} else if !b.gone && !b.sendEnded {
-		for _, it := range b.q {
-			if it.data != nil {
-				x.r.buffered.Add(-int64(it.data.n))
-				it.data.release()
-			}
-		}
-		b.q = nil
-		owed, b.owedConn = b.owedConn, 0
+		owed = x.discardQueue(b)
 		if !s.statusSet {
 			s.status, s.msg, s.statusSet = code, encodeGRPCMessage(msg), true
 		}

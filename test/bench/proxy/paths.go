@@ -5,11 +5,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/crishim/crishim/test/bench/benchproc"
 )
@@ -151,19 +149,14 @@ func (tb *testbed) stop() {
 // for gRPC's small writes that is fewer syscalls than splice(2), which
 // needs a pipe in between.
 func runSplice(socket, upstream string) error {
-	_ = os.Remove(socket)
-	l, err := net.Listen("unix", socket)
+	stopping := make(chan struct{})
+	l, err := listenUntilSignal(socket, func(l net.Listener) {
+		close(stopping)
+		l.Close()
+	})
 	if err != nil {
 		return err
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	stopping := make(chan struct{})
-	go func() {
-		<-sig
-		close(stopping)
-		l.Close()
-	}()
 	for {
 		c, err := l.Accept()
 		if err != nil {

@@ -81,18 +81,29 @@ func (rawCodec) Name() string { return "proto" }
 // only reads them; freeing a SliceBuffer is a no-op).
 func canned(b []byte) *rawMsg { return &rawMsg{data: mem.BufferSlice{mem.SliceBuffer(b)}} }
 
-func serveUntilSignal(g *grpc.Server, socket string) error {
+// listenUntilSignal listens on socket (replacing a stale one) and calls
+// stop with the listener on SIGTERM or SIGINT: how every role process of the
+// benchmark ends when the benchmark stops it.
+func listenUntilSignal(socket string, stop func(net.Listener)) (net.Listener, error) {
 	_ = os.Remove(socket)
 	l, err := net.Listen("unix", socket)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		<-sig
-		g.Stop()
+		stop(l)
 	}()
+	return l, nil
+}
+
+func serveUntilSignal(g *grpc.Server, socket string) error {
+	l, err := listenUntilSignal(socket, func(net.Listener) { g.Stop() })
+	if err != nil {
+		return err
+	}
 	err = g.Serve(l)
 	if errors.Is(err, grpc.ErrServerStopped) {
 		return nil
