@@ -85,7 +85,8 @@ type conn struct {
 // pingAckDelay bounds how long a PING ack waits for other output to ride
 // with. A peer measuring round trips with its pings (gRPC's bandwidth
 // estimator) sees at most this much more; keepalive timeouts are seconds.
-const pingAckDelay = time.Millisecond
+// A variable for tests only.
+var pingAckDelay = time.Millisecond
 
 // flushAck sends a PING ack that found nothing to ride with.
 func (c *conn) flushAck() {
@@ -325,6 +326,12 @@ func (c *conn) flush() {
 	if c.writing || len(c.out) == 0 || c.closed {
 		c.mu.Unlock()
 		return
+	}
+	if c.ackArmed {
+		// The PING ack leaves with this write: its timer would only wake
+		// a thread (and start a goroutine) to find nothing to send.
+		c.ackArmed = false
+		c.ackTimer.Stop()
 	}
 	if c.rc != nil {
 		n := 0

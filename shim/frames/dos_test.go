@@ -602,3 +602,61 @@ func TestTemporaryAcceptErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestPingAcks: a PING is acked with the connection's next write when one
+// comes (and its timer is then disarmed, so that it never wakes a thread to
+// find nothing to send: gRPC pings about once per call on both sides), and
+// by the timer when none comes.
+func TestPingAcks(t *testing.T) {
+	tests := []struct {
+		desc    string
+		delay   time.Duration
+		request bool // a call follows the PING
+	}{
+		{"rides with the response", time.Hour, true},
+		{"alone, by the timer", time.Millisecond, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			old := pingAckDelay
+			t.Cleanup(func() { pingAckDelay = old }) // after the router's own cleanup
+			pingAckDelay = tc.delay
+			e := newDosEnv(t, Options{}, nil)
+			c := e.raw(t)
+			ping := [8]byte{'r', 'i', 'd', 'e', '!', '!', '!', '!'}
+			if err := c.fr.WritePing(false, ping); err != nil {
+				t.Fatal(err)
+			}
+			if tc.request {
+				if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.block(request("/t.T/Size")...), EndHeaders: true}); err != nil {
+					t.Fatal(err)
+				}
+				if err := c.fr.WriteData(1, true, grpcMessage(*req(3))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.await("the PING ack", func(f rawFrame) bool {
+				return f.typ == http2.FramePing && f.flags.Has(http2.FlagPingAck)
+			})
+			if !tc.request {
+				return
+			}
+			c.await("the response's trailers", func(f rawFrame) bool {
+				return f.typ == http2.FrameHeaders && f.id == 1 && f.flags.Has(http2.FlagHeadersEndStream)
+			})
+			e.r.mu.Lock()
+			clients := e.r.clientsLocked()
+			e.r.mu.Unlock()
+			if len(clients) != 1 {
+				t.Fatalf("%d client connections, want 1", len(clients))
+			}
+			cl := clients[0]
+			cl.mu.Lock()
+			armed := cl.ackArmed
+			cl.mu.Unlock()
+			if armed {
+				t.Error("the ack left with the response, but its timer is still armed")
+			}
+		})
+	}
+}
