@@ -604,16 +604,17 @@ func TestTemporaryAcceptErrors(t *testing.T) {
 }
 
 // TestPingAcks: a PING is acked with the connection's next write when one
-// comes (and its timer is then disarmed, so that it never wakes a thread to
-// find nothing to send: gRPC pings about once per call on both sides), and
-// by the timer when none comes.
+// comes (with an hour's timer, nothing else can send it), and its timer is
+// then disarmed, so that it never wakes a thread to find nothing to send
+// (gRPC pings about once per call on both sides); with no write to ride
+// with, the timer sends it.
 func TestPingAcks(t *testing.T) {
 	tests := []struct {
 		desc    string
 		delay   time.Duration
 		request bool // a call follows the PING
 	}{
-		{"rides with the response", time.Hour, true},
+		{"rides with the next write", time.Hour, true},
 		{"alone, by the timer", time.Millisecond, false},
 	}
 	for _, tc := range tests {

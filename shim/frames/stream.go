@@ -403,6 +403,14 @@ func (c *conn) writeHeaders(id uint32, fields []hpack.HeaderField, end bool) {
 	}
 }
 
+// streamLocked returns the stream of id, or nil; idle reports an id no
+// client stream has used yet, where any frame is a connection error (RFC
+// 9113 5.1); other unknown ids are streams that already ended. c.mu held.
+func (c *conn) streamLocked(id uint32) (s *stream, idle bool) {
+	s = c.streams[id]
+	return s, s == nil && c.server && id > c.lastClientID
+}
+
 // onData handles a DATA frame of length bytes (padding included) whose
 // payload is data; data is only valid during the call.
 func (c *conn) onData(id, length uint32, data []byte, end bool) error {
@@ -413,9 +421,8 @@ func (c *conn) onData(id, length uint32, data []byte, end bool) error {
 		c.mu.Unlock()
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
-	s := c.streams[id]
+	s, idle := c.streamLocked(id)
 	if s == nil {
-		idle := c.server && id > c.lastClientID
 		c.mu.Unlock()
 		if idle {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
@@ -692,16 +699,16 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
 		c.sendWin += int32(f.Increment)
-	} else if s := c.streams[f.StreamID]; s != nil {
+	} else if s, idle := c.streamLocked(f.StreamID); s != nil {
 		a := &s.sides[c.role]
 		if int64(a.sendWin)+int64(f.Increment) > 1<<31-1 {
 			c.mu.Unlock()
 			return c.streamError(f.StreamID, http2.ErrCodeFlowControl)
 		}
 		a.sendWin += int32(f.Increment)
-	} else if c.server && f.StreamID > c.lastClientID {
+	} else if idle {
 		c.mu.Unlock()
-		return http2.ConnectionError(http2.ErrCodeProtocol) // idle stream
+		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
 	c.drainLocked(&c.credits, &c.dirty)
 	c.mu.Unlock()
@@ -784,9 +791,8 @@ func (c *conn) payCredits(credits *[]credit, d *dirtySet) {
 // onReset handles a peer's RST_STREAM.
 func (c *conn) onReset(id uint32, code http2.ErrCode) error {
 	c.mu.Lock()
-	s := c.streams[id]
+	s, idle := c.streamLocked(id)
 	if s == nil {
-		idle := c.server && id > c.lastClientID
 		c.mu.Unlock()
 		if idle {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
